@@ -1,0 +1,88 @@
+"""What a provider parser extracts from one AI API exchange, independent of the OISP envelope.
+
+Parsers fill these; `events/` turns them into OISP events. Raw provider values are kept raw here
+(e.g. Anthropic's `end_turn`); normalisation to OISP enums happens in `events/`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class Message:
+    role: str  # system | user | assistant | tool | function (OISP roles)
+    content: Optional[str] = None  # text content, concatenated when the API sends parts
+    has_images: bool = False
+    image_count: int = 0
+    tool_call_id: Optional[str] = None
+    name: Optional[str] = None
+
+
+@dataclass
+class ToolDefinition:
+    name: str
+    type: str = "function"  # OISP: function | code_interpreter | file_search | computer_use | other
+    description: Optional[str] = None
+
+
+@dataclass
+class ToolCall:
+    name: str
+    id: Optional[str] = None
+    type: str = "function"
+    arguments: Optional[str] = None  # raw JSON text as the model produced it (streams: joined deltas)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    total_tokens: Optional[int] = None
+    cached_tokens: Optional[int] = None  # OpenAI cached_tokens / Anthropic cache_read_input_tokens
+    cache_creation_tokens: Optional[int] = None  # Anthropic cache_creation_input_tokens
+    reasoning_tokens: Optional[int] = None
+
+
+@dataclass
+class AiRequestInfo:
+    provider: str  # bundle provider id: openai, anthropic, google, azure_openai, ...
+    api: str  # e.g. openai.chat_completions, openai.embeddings, anthropic.messages
+    request_type: str  # OISP: chat | completion | embedding | image | audio | moderation | other
+    endpoint: str  # https://host/path
+    model: Optional[str] = None
+    streaming: bool = False
+    messages: List[Message] = field(default_factory=list)
+    system_prompt: Optional[str] = None  # text of the system prompt(s), if any
+    tools: List[ToolDefinition] = field(default_factory=list)
+    tool_choice: Optional[str] = None
+    parameters: Dict[str, Any] = field(default_factory=dict)  # temperature, top_p, max_tokens, stop, ...
+    input_count: Optional[int] = None  # embeddings: number of inputs
+    api_key: Optional[str] = None  # the credential as sent; events keep only a prefix and a hash
+    organization_id: Optional[str] = None
+    project_id: Optional[str] = None
+    parse_error: Optional[str] = None  # body was not the JSON the API expects
+
+
+@dataclass
+class AiResponseInfo:
+    status_code: int
+    success: bool
+    streaming: bool = False
+    model: Optional[str] = None
+    provider_request_id: Optional[str] = None  # response id (chatcmpl-..., msg_...) or x-request-id
+    text: Optional[str] = None  # assistant text of choice 0 (no reasoning/thinking content)
+    choice_texts: List[Optional[str]] = field(default_factory=list)  # per choice, by index
+    choice_finish_reasons: List[Optional[str]] = field(default_factory=list)  # raw, per choice
+    finish_reason: Optional[str] = None  # raw provider value of choice 0
+    tool_calls: List[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    error_type: Optional[str] = None
+    error_message: Optional[str] = None
+    error_code: Optional[str] = None
+    embedding_count: Optional[int] = None
+    embedding_dimensions: Optional[int] = None
+    # Offset in the decoded body of the first event that carried output (text or tool call):
+    # the decode layer maps it to a kernel timestamp for time to first token.
+    first_token_offset: Optional[int] = None
+    parse_error: Optional[str] = None
