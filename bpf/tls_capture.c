@@ -1,0 +1,449 @@
+// oisp-sensor: TLS plaintext capture at the OpenSSL API boundary, plus process lifecycle.
+//
+// Rules (DESIGN.md): only stable ABI (uprobe argument registers, tracepoint fields, helpers),
+// never kernel structs; writes captured at uprobe entry, reads at entry + return; every byte of a
+// call goes out in chunks through the ring buffer, and what cannot be written is counted, never
+// dropped silently; uninteresting connections are filtered here so they cost only the trap.
+//
+// Chunks are reserved directly in the ring in three size classes instead of being staged in a
+// per-CPU scratch buffer: one copy instead of two, and no corruption when a preemptible kernel
+// lets another task run this program on the same CPU mid-copy.
+
+#include <uapi/linux/ptrace.h>
+
+#define CHUNK_LARGE 16384
+#define CHUNK_MEDIUM 4096
+#define CHUNK_SMALL 512
+// Chunks emitted by one program run; a larger call continues in a tail call of the same program
+// (at most 33 tail calls: 34 * 64 * 16 KiB = 34 MiB per SSL call, beyond that bytes are counted
+// as lost and the connection is marked as having a gap).
+#define CHUNKS_PER_RUN 64
+
+enum record_kind {
+    REC_WRITE = 1,     // plaintext handed to SSL_write*
+    REC_READ = 2,      // plaintext returned by SSL_read*
+    REC_SSL_FREE = 3,  // connection end
+    REC_SET_FD = 4,    // ssl -> fd
+    REC_CONNECT = 5,   // fd -> remote address
+    REC_FORK = 6,
+    REC_EXEC = 7,
+    REC_EXIT = 8,
+};
+
+// Common header of every record. Data records are followed by `len` bytes of plaintext.
+struct rec_hdr {
+    u64 ts_ns;      // bpf_ktime_get_ns() at the call (CLOCK_MONOTONIC)
+    u64 ssl;        // SSL* (connection identity together with pid)
+    u64 seq;        // per-connection call sequence number: a jump means a lost call
+    u64 total;      // bytes in the whole call
+    u64 offset;     // offset of this chunk within the call
+    u32 pid;        // tgid
+    u32 tid;
+    u32 uid;
+    u32 len;        // bytes of data following this header
+    s32 fd;         // REC_SET_FD / REC_CONNECT; -1 otherwise
+    u16 kind;
+    u16 family;     // REC_CONNECT: AF_INET / AF_INET6
+    u32 aux;        // REC_FORK: child pid; REC_CONNECT: port (host order)
+    u8 addr[16];    // REC_CONNECT: IPv4 (first 4 bytes) or IPv6 address
+    char comm[16];
+};
+
+struct rec_small { struct rec_hdr h; u8 data[CHUNK_SMALL]; };
+struct rec_medium { struct rec_hdr h; u8 data[CHUNK_MEDIUM]; };
+struct rec_large { struct rec_hdr h; u8 data[CHUNK_LARGE]; };
+struct rec_exec { struct rec_hdr h; char filename[256]; };
+
+struct conn_key {
+    u32 pid;
+    u32 pad;
+    u64 ssl;
+};
+
+// A call in progress: kept by tid across tail calls (and between read entry and return).
+struct call_state {
+    u64 ssl;
+    u64 buf;
+    u64 total;
+    u64 offset;
+    u64 seq;
+    u64 ts_ns;
+    u64 readbytes_ptr;  // SSL_read_ex's size_t *readbytes; 0 for SSL_read
+    u16 kind;
+};
+
+// Filters written by user space: pid (tgid), uid, comm; 0/empty means "any".
+struct filter_cfg {
+    u32 pid;
+    u32 uid;
+    u32 filter_uid;
+    u32 filter_comm;
+    char comm[16];
+};
+
+BPF_RINGBUF_OUTPUT(records, RING_PAGES);
+BPF_ARRAY(filter, struct filter_cfg, 1);
+BPF_HASH(ignored, struct conn_key, u8, MAX_CONNECTIONS);      // verdict: not AI traffic
+BPF_HASH(conn_seq, struct conn_key, u64, MAX_CONNECTIONS);    // next call sequence number
+BPF_HASH(calls, u32, struct call_state, MAX_THREADS);         // by tid
+BPF_PERCPU_ARRAY(lost_bytes, u64, 1);
+BPF_PERCPU_ARRAY(lost_records, u64, 1);
+BPF_PROG_ARRAY(continue_call, 1);
+
+static __always_inline void count_lost(u64 bytes) {
+    u32 zero = 0;
+    u64 *b = lost_bytes.lookup(&zero);
+    if (b)
+        *b += bytes;
+    u64 *r = lost_records.lookup(&zero);
+    if (r)
+        *r += 1;
+}
+
+// True when the current task passes the user-space filters.
+static __always_inline int wanted(u32 pid) {
+    u32 zero = 0;
+    struct filter_cfg *f = filter.lookup(&zero);
+    if (!f)
+        return 1;
+    if (f->pid && f->pid != pid)
+        return 0;
+    if (f->filter_uid && f->uid != (u32)bpf_get_current_uid_gid())
+        return 0;
+    if (f->filter_comm) {
+        char comm[16] = {};
+        bpf_get_current_comm(&comm, sizeof(comm));
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            if (comm[i] != f->comm[i])
+                return 0;
+            if (comm[i] == 0)
+                break;
+        }
+    }
+    return 1;
+}
+
+static __always_inline void fill_hdr(struct rec_hdr *h, u16 kind, u32 pid, u32 tid) {
+    h->ts_ns = bpf_ktime_get_ns();
+    h->pid = pid;
+    h->tid = tid;
+    h->uid = (u32)bpf_get_current_uid_gid();
+    h->kind = kind;
+    h->fd = -1;
+    h->ssl = 0;
+    h->seq = 0;
+    h->total = 0;
+    h->offset = 0;
+    h->len = 0;
+    h->family = 0;
+    h->aux = 0;
+    __builtin_memset(h->addr, 0, sizeof(h->addr));
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+static __always_inline void data_hdr(struct rec_hdr *h, struct call_state *c, u32 pid, u32 tid,
+                                     u64 len) {
+    fill_hdr(h, c->kind, pid, tid);
+    h->ts_ns = c->ts_ns;
+    h->ssl = c->ssl;
+    h->seq = c->seq;
+    h->total = c->total;
+    h->offset = c->offset;
+    h->len = len;
+}
+
+// Emit one chunk of at most CHUNK_LARGE bytes at c->offset. Returns 0 on success.
+static __always_inline int emit_chunk(struct call_state *c, u32 pid, u32 tid, u64 len) {
+    const u8 *src = (const u8 *)(c->buf + c->offset);
+    if (len <= CHUNK_SMALL) {
+        struct rec_small *r = records.ringbuf_reserve(sizeof(struct rec_small));
+        if (!r)
+            return -1;
+        data_hdr(&r->h, c, pid, tid, len);
+        if (bpf_probe_read_user(r->data, len & (CHUNK_SMALL * 2 - 1), src))
+            r->h.len = 0;
+        records.ringbuf_submit(r, 0);
+    } else if (len <= CHUNK_MEDIUM) {
+        struct rec_medium *r = records.ringbuf_reserve(sizeof(struct rec_medium));
+        if (!r)
+            return -1;
+        data_hdr(&r->h, c, pid, tid, len);
+        if (bpf_probe_read_user(r->data, len & (CHUNK_MEDIUM * 2 - 1), src))
+            r->h.len = 0;
+        records.ringbuf_submit(r, 0);
+    } else {
+        struct rec_large *r = records.ringbuf_reserve(sizeof(struct rec_large));
+        if (!r)
+            return -1;
+        data_hdr(&r->h, c, pid, tid, len);
+        if (bpf_probe_read_user(r->data, len & (CHUNK_LARGE * 2 - 1), src))
+            r->h.len = 0;
+        records.ringbuf_submit(r, 0);
+    }
+    return 0;
+}
+
+// Emit up to CHUNKS_PER_RUN chunks of the call kept for this tid; tail-call for the rest.
+static __always_inline int emit_call(struct pt_regs *ctx, u32 pid, u32 tid) {
+    struct call_state *c = calls.lookup(&tid);
+    if (!c)
+        return 0;
+    for (int i = 0; i < CHUNKS_PER_RUN; i++) {
+        if (c->offset >= c->total)
+            break;
+        u64 len = c->total - c->offset;
+        if (len > CHUNK_LARGE)
+            len = CHUNK_LARGE;
+        if (emit_chunk(c, pid, tid, len)) {
+            count_lost(c->total - c->offset);
+            c->offset = c->total;
+            break;
+        }
+        c->offset += len;
+    }
+    if (c->offset < c->total) {
+        continue_call.call(ctx, 0);
+        // Tail call limit reached: the rest of the call is lost, and counted.
+        count_lost(c->total - c->offset);
+    }
+    calls.delete(&tid);
+    return 0;
+}
+
+// Next sequence number of a connection, or -1 when the connection is filtered out.
+static __always_inline s64 next_seq(u32 pid, u64 ssl) {
+    struct conn_key key = {.pid = pid, .ssl = ssl};
+    u64 zero = 0;
+    u64 *seq = conn_seq.lookup_or_try_init(&key, &zero);
+    if (!seq)
+        return -1;
+    return (s64)__sync_fetch_and_add(seq, 1);
+}
+
+// True when the connection's data is wanted: not judged uninteresting by user space, and the
+// process passes the filters. Checked first so that other TLS traffic costs only the trap.
+static __always_inline int admitted(u32 pid, u64 ssl) {
+    struct conn_key key = {.pid = pid, .ssl = ssl};
+    if (ignored.lookup(&key))
+        return 0;
+    return wanted(pid);
+}
+
+static __always_inline int begin_write(u64 ssl, u64 buf, u64 total, u32 pid, u32 tid) {
+    if (!admitted(pid, ssl))
+        return 0;
+    s64 seq = next_seq(pid, ssl);
+    if (seq < 0)
+        return 0;
+    struct call_state c = {};
+    c.kind = REC_WRITE;
+    c.ssl = ssl;
+    c.buf = buf;
+    c.total = total;
+    c.seq = seq;
+    c.ts_ns = bpf_ktime_get_ns();
+    calls.update(&tid, &c);
+    return 1;
+}
+
+static __always_inline void begin_read(u64 ssl, u64 buf, u64 readbytes_ptr, u32 pid, u32 tid) {
+    if (!admitted(pid, ssl))
+        return;
+    struct call_state c = {};
+    c.kind = REC_READ;
+    c.ssl = ssl;
+    c.buf = buf;
+    c.readbytes_ptr = readbytes_ptr;
+    calls.update(&tid, &c);
+}
+
+// SSL_write(SSL *ssl, const void *buf, int num) and
+// SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written): captured at entry.
+int probe_ssl_write(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32, tid = (u32)id;
+    s64 num = (s64)PT_REGS_PARM3(ctx);
+    if (num <= 0)
+        return 0;
+    if (!begin_write(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), num, pid, tid))
+        return 0;
+    return emit_call(ctx, pid, tid);
+}
+
+int probe_ssl_write_int(struct pt_regs *ctx) {
+    // SSL_write's num is an int: sign-extend the low 32 bits.
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32, tid = (u32)id;
+    s32 num = (s32)PT_REGS_PARM3(ctx);
+    if (num <= 0)
+        return 0;
+    if (!begin_write(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), (u64)num, pid, tid))
+        return 0;
+    return emit_call(ctx, pid, tid);
+}
+
+// Continuation of a large call (tail-called from emit_call).
+int continue_emit(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    return emit_call(ctx, id >> 32, (u32)id);
+}
+
+// SSL_read(SSL *ssl, void *buf, int num) / SSL_read_ex(SSL *ssl, void *buf, size_t num,
+// size_t *readbytes): remember the arguments; the return probe knows how much was read.
+int probe_ssl_read_enter(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    begin_read(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx), id >> 32, (u32)id);
+    return 0;
+}
+
+int probe_ssl_read_int_enter(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    begin_read(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0, id >> 32, (u32)id);
+    return 0;
+}
+
+int probe_ssl_read_return(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32, tid = (u32)id;
+    struct call_state *c = calls.lookup(&tid);
+    if (!c)
+        return 0;
+    s64 n = 0;
+    if (c->readbytes_ptr) {
+        // SSL_read_ex returns 1 on success and stores the count.
+        if ((int)PT_REGS_RC(ctx) == 1) {
+            u64 got = 0;
+            bpf_probe_read_user(&got, sizeof(got), (void *)c->readbytes_ptr);
+            n = (s64)got;
+        }
+    } else {
+        n = (s32)PT_REGS_RC(ctx);
+    }
+    s64 seq = n > 0 ? next_seq(pid, c->ssl) : -1;
+    if (seq < 0) {
+        calls.delete(&tid);  // nothing read (WANT_READ, close, error)
+        return 0;
+    }
+    c->seq = seq;
+    c->total = n;
+    c->ts_ns = bpf_ktime_get_ns();
+    return emit_call(ctx, pid, tid);
+}
+
+static __always_inline void emit_small(u16 kind, u64 ssl, s32 fd, u32 pid, u32 tid) {
+    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
+    if (!h) {
+        count_lost(0);
+        return;
+    }
+    fill_hdr(h, kind, pid, tid);
+    h->ssl = ssl;
+    h->fd = fd;
+    records.ringbuf_submit(h, 0);
+}
+
+// SSL_set_fd(SSL *ssl, int fd): lets user space map the connection to its socket address.
+int probe_ssl_set_fd(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    if (!wanted(pid))
+        return 0;
+    emit_small(REC_SET_FD, PT_REGS_PARM1(ctx), (s32)PT_REGS_PARM2(ctx), pid, (u32)id);
+    return 0;
+}
+
+// SSL_free(SSL *ssl): the connection is over; its pointer may be reused by the next one.
+int probe_ssl_free(struct pt_regs *ctx) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    u64 ssl = PT_REGS_PARM1(ctx);
+    struct conn_key key = {.pid = pid, .ssl = ssl};
+    ignored.delete(&key);
+    if (!conn_seq.lookup(&key))
+        return 0;  // never carried data we captured
+    conn_seq.delete(&key);
+    emit_small(REC_SSL_FREE, ssl, -1, pid, (u32)id);
+    return 0;
+}
+
+// connect(2): remote address of a socket, read from the caller's sockaddr (user memory).
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    if (!wanted(pid))
+        return 0;
+    u16 family = 0;
+    const u8 *sa = (const u8 *)args->uservaddr;
+    if (bpf_probe_read_user(&family, sizeof(family), sa))
+        return 0;
+    if (family != 2 && family != 10)  // AF_INET, AF_INET6
+        return 0;
+    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
+    if (!h) {
+        count_lost(0);
+        return 0;
+    }
+    fill_hdr(h, REC_CONNECT, pid, (u32)id);
+    h->fd = (s32)args->fd;
+    h->family = family;
+    u16 port_be = 0;
+    bpf_probe_read_user(&port_be, sizeof(port_be), sa + 2);
+    h->aux = ((port_be & 0xff) << 8) | (port_be >> 8);
+    if (family == 2)
+        bpf_probe_read_user(h->addr, 4, sa + 4);
+    else
+        bpf_probe_read_user(h->addr, 16, sa + 8);
+    records.ringbuf_submit(h, 0);
+    return 0;
+}
+
+// Parent pids come from the fork tracepoint, never from task_struct (BPF rule 1).
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    u32 child = args->child_pid;
+    if (child == 0 || pid == 0)
+        return 0;
+    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
+    if (!h) {
+        count_lost(0);
+        return 0;
+    }
+    fill_hdr(h, REC_FORK, pid, (u32)id);
+    h->aux = child;
+    records.ringbuf_submit(h, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    if (!wanted(pid))
+        return 0;
+    struct rec_exec *r = records.ringbuf_reserve(sizeof(struct rec_exec));
+    if (!r) {
+        count_lost(0);
+        return 0;
+    }
+    fill_hdr(&r->h, REC_EXEC, pid, (u32)id);
+    TP_DATA_LOC_READ_STR(r->filename, filename, sizeof(r->filename));
+    r->h.len = sizeof(r->filename);
+    records.ringbuf_submit(r, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 pid = id >> 32;
+    if (pid != (u32)id)
+        return 0;  // a thread other than the leader: the process lives on
+    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
+    if (!h) {
+        count_lost(0);
+        return 0;
+    }
+    fill_hdr(h, REC_EXIT, pid, (u32)id);
+    records.ringbuf_submit(h, 0);
+    return 0;
+}

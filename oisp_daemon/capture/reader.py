@@ -1,0 +1,126 @@
+"""Drain the ring buffer and turn chunk records into ordered per-connection byte streams.
+
+A poller thread only copies records out of the ring (so the kernel side never waits on
+decoding); the pipeline thread consumes them. Chunks of a connection arrive in call order
+(records are reserved under the ring's lock, and one SSL object is used by one thread at a time),
+so a missing call sequence number or a missing chunk offset means the kernel lost bytes: the
+stream is then marked with a gap instead of being silently spliced.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from . import records as rec
+
+log = logging.getLogger(__name__)
+
+ConnKey = Tuple[int, int]  # (pid, ssl pointer)
+
+
+@dataclass
+class StreamData:
+    key: ConnKey
+    direction: str  # "write" | "read"
+    data: bytes
+    ts_ns: int
+    tid: int
+    uid: int
+    comm: str
+
+
+@dataclass
+class StreamGap:
+    """Bytes of this connection were lost before the next data (direction unknown: both)."""
+
+    key: ConnKey
+    ts_ns: int
+
+
+Event = Union[StreamData, StreamGap, rec.ConnEnd, rec.SetFd, rec.Connect, rec.Fork, rec.Exec, rec.Exit]
+
+
+@dataclass
+class _Cursor:
+    seq: int  # sequence number of the call in progress (or last finished)
+    offset: int  # bytes of that call seen so far
+    total: int
+
+
+class StreamAssembler:
+    """Checks chunk continuity per connection and yields data or gap events."""
+
+    def __init__(self) -> None:
+        self._cursors: Dict[ConnKey, _Cursor] = {}
+        self.gaps = 0
+
+    def feed(self, chunk: rec.DataChunk) -> List[Event]:
+        key = (chunk.pid, chunk.ssl)
+        out: List[Event] = []
+        cur = self._cursors.get(key)
+        if cur is None:
+            contiguous = chunk.offset == 0  # first sight of the connection (maybe mid-stream)
+        elif chunk.seq == cur.seq:
+            contiguous = chunk.offset == cur.offset
+        else:
+            contiguous = chunk.seq == cur.seq + 1 and cur.offset >= cur.total and chunk.offset == 0
+        if not contiguous or chunk.read_failed:
+            self.gaps += 1
+            out.append(StreamGap(key, chunk.ts_ns))
+        self._cursors[key] = _Cursor(chunk.seq, chunk.offset + len(chunk.data), chunk.total)
+        if chunk.read_failed:
+            # The kernel could not copy the user buffer: count this call as fully seen, lost.
+            self._cursors[key].offset = chunk.offset + min(chunk.total - chunk.offset, 16384)
+            return out
+        out.append(StreamData(key, chunk.direction, chunk.data, chunk.ts_ns, chunk.tid, chunk.uid, chunk.comm))
+        return out
+
+    def forget(self, key: ConnKey) -> None:
+        self._cursors.pop(key, None)
+
+    def forget_pid(self, pid: int) -> None:
+        for key in [k for k in self._cursors if k[0] == pid]:
+            del self._cursors[key]
+
+
+class RingReader:
+    """Poller thread: ring buffer -> bounded queue of decoded records.
+
+    When the pipeline falls behind, the queue fills, the poller stops draining, the ring fills,
+    and the kernel counts lost bytes: back-pressure ends in counted loss, never in unbounded memory.
+    """
+
+    def __init__(self, poll: Callable[[int], None], open_ring: Callable[[Callable[[int, int], None]], None], max_queue: int = 65536) -> None:
+        self._poll = poll
+        self.queue: "queue.Queue[rec.Record]" = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        open_ring(self._on_record)
+
+    def _on_record(self, ptr: int, size: int) -> None:
+        record = rec.decode(ptr, size)
+        if record is not None:
+            self.queue.put(record)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._poll(100)
+            except Exception:  # a poll error must not kill capture silently
+                log.exception("ring buffer poll failed")
+        self._poll(0)  # last drain: records already in the ring still reach the pipeline
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="oisp-ring-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the poller to finish; the consumer keeps draining the queue until `finished`."""
+        self._stop.set()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
