@@ -1,0 +1,29 @@
+"""Built-in configuration: what the sensor does with no config file at all."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+_DEFAULTS: Dict[str, Any] = {
+    "capture": {
+        "ring_buffer_mb": 16,
+        # Generous: a 4 MiB completion or a long SSE stream fits many times over, while a
+        # pathological upload cannot take the daemon's memory with it.
+        "max_message_bytes": 64 * 1024 * 1024,
+        "idle_timeout_s": 300,
+        "max_connections": 65536,
+    },
+    "binary_paths": [],
+    "providers": {"hosts": {}},
+    "redaction": {"mode": "safe", "custom_patterns": []},
+    "paths": {
+        "state_dir": "/var/lib/oisp-sensor",
+        "cache_dir": "/var/cache/oisp-sensor",
+        "runtime_dir": "/run/oisp-sensor",
+    },
+}
+
+
+def defaults() -> Dict[str, Any]:
+    """A fresh copy, so callers may merge into it."""
+    return copy.deepcopy(_DEFAULTS)
