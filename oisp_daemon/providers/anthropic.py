@@ -1,0 +1,305 @@
+"""Anthropic API: Messages (/v1/messages, plain and streamed) and legacy Text Completions
+(/v1/complete). Raw values (stop_reason) stay raw; `events/` normalises them.
+
+Thinking blocks are the model's reasoning, not its answer: they never count as response text.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from oisp_daemon.decode.messages import HttpRequest, HttpResponse
+from oisp_daemon.providers.credentials import fill_credentials
+from oisp_daemon.providers.endpoint import endpoint_url, request_path
+from oisp_daemon.providers.errors import ErrorInfo, http_error, stream_error
+from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall, ToolDefinition, Usage
+from oisp_daemon.providers.fields import (
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    load_json_object,
+    nonempty,
+    salvage_string,
+    salvage_true,
+)
+from oisp_daemon.providers.prompt import content_text, make_message, sampling_parameters
+from oisp_daemon.providers.stream import JsonEvents, is_event_stream
+
+API_MESSAGES = "anthropic.messages"
+API_COMPLETE = "anthropic.complete"
+
+# The API version segment is the last one before the endpoint; proxies may add a prefix.
+_ROUTE = re.compile(r"^(?:/.*)?/v1/(messages|complete)$")
+_APIS = {"messages": (API_MESSAGES, "chat"), "complete": (API_COMPLETE, "completion")}
+_TOOL_CALL_BLOCKS = ("tool_use", "server_tool_use")
+_TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "specific", "none": "none"}
+
+
+def route(method: str, target: str) -> Optional[Tuple[str, str]]:
+    """(api, request_type) for a Messages / Complete call; None for count_tokens, batches, models..."""
+    if method.upper() != "POST":
+        return None
+    match = _ROUTE.match(request_path(target))
+    return _APIS[match.group(1)] if match else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequestInfo]:
+    found = route(req.method, req.target)
+    if found is None:
+        return None
+    api, request_type = found
+    info = AiRequestInfo(provider=provider, api=api, request_type=request_type, endpoint=endpoint_url(host, req.target))
+    fill_credentials(info, req.headers)
+    body, error = load_json_object(req.body)
+    if error:
+        info.parse_error = error
+        info.model = salvage_string(req.body, "model")
+        info.streaming = salvage_true(req.body, "stream")
+        return info
+    info.model = as_str(body.get("model"))
+    info.streaming = body.get("stream") is True
+    if api == API_MESSAGES:
+        _messages_request(info, body)
+    else:
+        prompt = as_str(body.get("prompt"))
+        info.messages = [Message(role="user", content=prompt)] if prompt is not None else []
+        info.parameters = sampling_parameters(body, ("max_tokens_to_sample",), stop_key="stop_sequences")
+    return info
+
+
+def _tool_definition(tool: Dict[str, Any]) -> Optional[ToolDefinition]:
+    """Client tools have an input_schema; server tools (web_search_..., computer_..., ...) a versioned type."""
+    name = as_str(tool.get("name"))
+    if not name:
+        return None
+    kind = as_str(tool.get("type")) or "custom"
+    if kind == "custom" or "input_schema" in tool:
+        return ToolDefinition(name=name, description=as_str(tool.get("description")))
+    if kind.startswith("computer_"):
+        return ToolDefinition(name=name, type="computer_use")
+    if kind.startswith("code_execution_"):
+        return ToolDefinition(name=name, type="code_interpreter")
+    return ToolDefinition(name=name, type="other")
+
+
+def _messages_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
+    system, _ = content_text(body.get("system"))
+    if system:
+        # Anthropic sends the system prompt beside the messages; OISP lists it as the first message.
+        info.system_prompt = system
+        info.messages.append(Message(role="system", content=system))
+    for raw in as_list(body.get("messages")):
+        raw = as_dict(raw)
+        if raw:
+            info.messages.extend(_request_messages(raw))
+    for tool in as_list(body.get("tools")):
+        definition = _tool_definition(as_dict(tool))
+        if definition:
+            info.tools.append(definition)
+    choice = as_str(as_dict(body.get("tool_choice")).get("type"))
+    info.tool_choice = _TOOL_CHOICES.get(choice or "", choice)
+    info.parameters = sampling_parameters(body, ("max_tokens",), stop_key="stop_sequences")
+
+
+def _request_messages(raw: Dict[str, Any]) -> List[Message]:
+    """One message, plus one "tool" message per tool_result block (results of earlier tool calls)."""
+    content = raw.get("content")
+    message = make_message(raw.get("role"), content)
+    results = []
+    for block in as_list(content):
+        block = as_dict(block)
+        if block.get("type") == "tool_result":
+            text, images = content_text(block.get("content"))
+            results.append(
+                Message(
+                    role="tool",
+                    content=text,
+                    has_images=images > 0,
+                    image_count=images,
+                    tool_call_id=as_str(block.get("tool_use_id")),
+                )
+            )
+    if results and message.content is None and not message.has_images:
+        return results
+    return [message] + results
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
+    out = AiResponseInfo(status_code=resp.status, success=200 <= resp.status < 300)
+    out.streaming = is_event_stream(resp, info.streaming)
+    out.provider_request_id = resp.header("request-id")
+    if resp.status >= 400 or not out.streaming:
+        body, error = load_json_object(resp.body)
+        if resp.status >= 400:
+            _set_error(out, http_error(resp.status, body, resp.headers))
+        elif error:
+            out.parse_error = error
+            out.model = salvage_string(resp.body, "model")
+        elif info.api == API_MESSAGES:
+            _message_object(out, body)
+        else:
+            _completion_object(out, body)
+    elif info.api == API_MESSAGES:
+        _messages_stream(out, resp.body)
+    else:
+        _complete_stream(out, resp.body)
+    out.model = out.model or info.model
+    return out
+
+
+def _set_error(out: AiResponseInfo, error: ErrorInfo) -> None:
+    out.success = False
+    out.error_type, out.error_message, out.error_code = error
+
+
+def _set_text(out: AiResponseInfo, text: Optional[str], finish: Optional[str]) -> None:
+    out.text = nonempty(text)
+    out.choice_texts = [out.text]
+    out.finish_reason = finish
+    out.choice_finish_reasons = [finish]
+
+
+def _apply_usage(usage: Usage, raw: Any) -> None:
+    """Overlay the fields present in an Anthropic usage object (message_delta repeats only some)."""
+    raw = as_dict(raw)
+    for field, key in (
+        ("prompt_tokens", "input_tokens"),
+        ("completion_tokens", "output_tokens"),
+        ("cached_tokens", "cache_read_input_tokens"),
+        ("cache_creation_tokens", "cache_creation_input_tokens"),
+    ):
+        value = as_int(raw.get(key))
+        if value is not None:
+            setattr(usage, field, value)
+
+
+def _block_call(block: Dict[str, Any]) -> Optional[ToolCall]:
+    name = as_str(block.get("name"))
+    if not name:
+        return None
+    kind = as_str(block.get("type")) or "tool_use"
+    arguments = json.dumps(block["input"]) if isinstance(block.get("input"), dict) else None
+    return ToolCall(name=name, id=as_str(block.get("id")), type="function" if kind == "tool_use" else kind, arguments=arguments)
+
+
+def _message_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
+    out.provider_request_id = as_str(body.get("id")) or out.provider_request_id
+    out.model = as_str(body.get("model"))
+    texts = []
+    for block in as_list(body.get("content")):
+        block = as_dict(block)
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif kind in _TOOL_CALL_BLOCKS:
+            call = _block_call(block)
+            if call:
+                out.tool_calls.append(call)
+    _set_text(out, "".join(texts), as_str(body.get("stop_reason")))
+    _apply_usage(out.usage, body.get("usage"))
+    if body.get("type") == "error":  # an error object with a 2xx status
+        _set_error(out, stream_error(body.get("error")))
+
+
+class _Block:
+    """A content block being streamed: text, a tool call (input as JSON deltas), or ignored."""
+
+    def __init__(self, kind: str, call: Optional[ToolCall]) -> None:
+        self.kind = kind
+        self.call = call
+        self.parts: List[str] = []
+
+
+def _messages_stream(out: AiResponseInfo, body: bytes) -> None:
+    events = JsonEvents(body)
+    blocks: Dict[int, _Block] = {}
+    order: List[_Block] = []
+    finish: Optional[str] = None
+    for event in events:
+        data = event.data
+        kind = as_str(data.get("type")) or event.event or ""
+        produced = False
+        if kind == "message_start":
+            message = as_dict(data.get("message"))
+            out.provider_request_id = as_str(message.get("id")) or out.provider_request_id
+            out.model = out.model or nonempty(as_str(message.get("model")))
+            _apply_usage(out.usage, message.get("usage"))
+        elif kind == "content_block_start":
+            block = as_dict(data.get("content_block"))
+            block_kind = as_str(block.get("type")) or ""
+            current = _Block(block_kind, _block_call(block) if block_kind in _TOOL_CALL_BLOCKS else None)
+            blocks[as_int(data.get("index")) or 0] = current
+            order.append(current)
+            if block_kind == "text" and as_str(block.get("text")):
+                current.parts.append(block["text"])
+                produced = True
+            produced = produced or current.call is not None
+        elif kind == "content_block_delta":
+            delta = as_dict(data.get("delta"))
+            current = blocks.get(as_int(data.get("index")) or 0)
+            delta_kind = delta.get("type")
+            if current is not None and current.kind == "text" and delta_kind == "text_delta":
+                text = as_str(delta.get("text"))
+                if text:
+                    current.parts.append(text)
+                    produced = True
+            elif current is not None and current.call is not None and delta_kind == "input_json_delta":
+                if isinstance(delta.get("partial_json"), str):
+                    current.parts.append(delta["partial_json"])
+        elif kind == "message_delta":
+            finish = as_str(as_dict(data.get("delta")).get("stop_reason")) or finish
+            _apply_usage(out.usage, data.get("usage"))
+        elif kind == "error":
+            _set_error(out, stream_error(data.get("error")))
+        if produced and out.first_token_offset is None:
+            out.first_token_offset = event.offset
+    texts = []
+    for block in order:
+        if block.kind == "text":
+            texts.append("".join(block.parts))
+        elif block.call is not None:
+            streamed = "".join(block.parts)
+            if streamed:  # streamed input replaces the empty `input: {}` of content_block_start
+                block.call.arguments = streamed
+            out.tool_calls.append(block.call)
+    _set_text(out, "".join(texts), finish)
+    out.parse_error = events.parse_error()
+
+
+def _completion_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
+    out.provider_request_id = as_str(body.get("id")) or out.provider_request_id
+    out.model = as_str(body.get("model"))
+    _set_text(out, as_str(body.get("completion")), as_str(body.get("stop_reason")))
+
+
+def _complete_stream(out: AiResponseInfo, body: bytes) -> None:
+    """Legacy /v1/complete stream: "completion" events carry text deltas and, at the end, stop_reason."""
+    events = JsonEvents(body)
+    texts = []
+    finish: Optional[str] = None
+    for event in events:
+        data = event.data
+        kind = as_str(data.get("type")) or event.event or ""
+        if kind == "completion":
+            out.provider_request_id = as_str(data.get("id")) or out.provider_request_id
+            out.model = out.model or nonempty(as_str(data.get("model")))
+            text = as_str(data.get("completion"))
+            if text:
+                texts.append(text)
+                if out.first_token_offset is None:
+                    out.first_token_offset = event.offset
+            finish = as_str(data.get("stop_reason")) or finish
+        elif kind == "error":
+            _set_error(out, stream_error(data.get("error")))
+    _set_text(out, "".join(texts), finish)
+    out.parse_error = events.parse_error()

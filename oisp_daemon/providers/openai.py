@@ -1,0 +1,489 @@
+"""OpenAI API family: Chat Completions, legacy Completions, Embeddings and the Responses API.
+
+Azure OpenAI and OpenAI-compatible servers send the same JSON under other path prefixes
+(/openai/deployments/<deployment>/..., /openai/v1/..., /v1/...), so routes match on the path's
+end. Raw provider values (finish reasons, statuses) are kept raw; `events/` normalises them.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from oisp_daemon.decode.messages import HttpRequest, HttpResponse
+from oisp_daemon.providers.credentials import fill_credentials
+from oisp_daemon.providers.endpoint import endpoint_url, request_path
+from oisp_daemon.providers.errors import ErrorInfo, http_error, stream_error
+from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall, ToolDefinition, Usage
+from oisp_daemon.providers.fields import (
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    load_json_object,
+    nonempty,
+    salvage_string,
+    salvage_true,
+)
+from oisp_daemon.providers.prompt import make_message, sampling_parameters, system_prompt
+from oisp_daemon.providers.stream import JsonEvents, is_event_stream
+
+API_CHAT = "openai.chat_completions"
+API_COMPLETIONS = "openai.completions"
+API_EMBEDDINGS = "openai.embeddings"
+API_RESPONSES = "openai.responses"
+
+# The endpoint follows an API root: /v1 (OpenAI, most compatible servers, /openai/v1 on Groq and
+# Azure, /api/v1 on OpenRouter), /beta (DeepSeek), /openai (Google's compatibility layer), an Azure
+# deployment, or nothing. Other servers' look-alike paths (Ollama's /api/embeddings, Mistral's
+# /v1/fim/completions) are different APIs and do not match.
+_ROUTE = re.compile(r"^(?:.*/v1|.*/beta|.*/openai|.*/openai/deployments/[^/]+)?/(chat/completions|completions|embeddings|responses)$")
+_APIS = {
+    "chat/completions": (API_CHAT, "chat"),
+    "completions": (API_COMPLETIONS, "completion"),
+    "embeddings": (API_EMBEDDINGS, "embedding"),
+    "responses": (API_RESPONSES, "chat"),
+}
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
+# Built-in tools of the Responses API, by their OISP tool type.
+_BUILTIN_TOOL_TYPES = {
+    "file_search": "file_search",
+    "code_interpreter": "code_interpreter",
+    "computer_use_preview": "computer_use",
+    "computer_use": "computer_use",
+}
+_RESPONSE_ID_HEADERS = ("x-request-id", "apim-request-id")
+
+
+def route(method: str, target: str) -> Optional[Tuple[str, str]]:
+    """(api, request_type) for an OpenAI-style API call, None for anything else (GET /v1/models...)."""
+    if method.upper() != "POST":
+        return None
+    match = _ROUTE.match(request_path(target))
+    return _APIS[match.group(1)] if match else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequestInfo]:
+    found = route(req.method, req.target)
+    if found is None:
+        return None
+    api, request_type = found
+    info = AiRequestInfo(provider=provider, api=api, request_type=request_type, endpoint=endpoint_url(host, req.target))
+    fill_credentials(info, req.headers)
+    body, error = load_json_object(req.body)
+    if error:
+        info.parse_error = error
+        info.model = salvage_string(req.body, "model")
+        info.streaming = salvage_true(req.body, "stream")
+    else:
+        info.model = as_str(body.get("model"))
+        info.streaming = body.get("stream") is True
+        if api == API_CHAT:
+            _chat_request(info, body)
+        elif api == API_COMPLETIONS:
+            _completions_request(info, body)
+        elif api == API_EMBEDDINGS:
+            _embeddings_request(info, body)
+        else:
+            _responses_request(info, body)
+    if not info.model:
+        deployment = _AZURE_DEPLOYMENT.search(request_path(req.target) + "/")
+        info.model = deployment.group(1) if deployment else None
+    return info
+
+
+def _tool_choice(value: Any) -> Optional[str]:
+    """"auto" / "none" / "required" as sent; a specific tool forced by object is "specific"."""
+    if isinstance(value, str):
+        return value
+    return "specific" if isinstance(value, dict) else None
+
+
+def _chat_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
+    for raw in as_list(body.get("messages")):
+        raw = as_dict(raw)
+        if raw:
+            info.messages.append(
+                make_message(
+                    raw.get("role"),
+                    raw.get("content"),
+                    tool_call_id=as_str(raw.get("tool_call_id")),
+                    name=as_str(raw.get("name")),
+                )
+            )
+    info.system_prompt = system_prompt(info.messages)
+    for tool in as_list(body.get("tools")):
+        tool = as_dict(tool)
+        function = as_dict(tool.get("function"))
+        name = as_str(function.get("name")) or as_str(tool.get("name"))
+        if name:
+            info.tools.append(ToolDefinition(name=name, description=as_str(function.get("description"))))
+    for function in as_list(body.get("functions")):  # legacy function calling
+        function = as_dict(function)
+        if as_str(function.get("name")):
+            info.tools.append(ToolDefinition(name=function["name"], description=as_str(function.get("description"))))
+    info.tool_choice = _tool_choice(body.get("tool_choice", body.get("function_call")))
+    info.parameters = sampling_parameters(body, ("max_completion_tokens", "max_tokens"))
+
+
+def _completions_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
+    prompt = body.get("prompt")
+    prompts = prompt if isinstance(prompt, list) else [prompt]
+    info.messages = [Message(role="user", content=p) for p in prompts if isinstance(p, str)]
+    info.parameters = sampling_parameters(body, ("max_tokens",))
+
+
+def _embeddings_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
+    data = body.get("input")
+    if isinstance(data, str):
+        info.input_count = 1
+    elif isinstance(data, list):
+        # A flat list of token ids is one input; otherwise each element is one input.
+        info.input_count = 1 if data and all(as_int(x) is not None for x in data) else len(data)
+    dimensions = as_int(body.get("dimensions"))
+    if dimensions is not None:
+        info.parameters["dimensions"] = dimensions
+
+
+def _responses_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
+    instructions = as_str(body.get("instructions"))
+    if instructions:
+        info.messages.append(Message(role="system", content=instructions))
+    data = body.get("input")
+    if isinstance(data, str):
+        info.messages.append(Message(role="user", content=data))
+    for item in as_list(data):
+        item = as_dict(item)
+        kind = as_str(item.get("type")) or "message"
+        if kind == "message" and "role" in item:
+            info.messages.append(make_message(item.get("role"), item.get("content")))
+        elif kind == "function_call_output":
+            output = item.get("output")
+            info.messages.append(
+                Message(role="tool", content=output if isinstance(output, str) else None, tool_call_id=as_str(item.get("call_id")))
+            )
+        elif kind == "function_call":
+            info.messages.append(Message(role="assistant", tool_call_id=as_str(item.get("call_id")), name=as_str(item.get("name"))))
+    info.system_prompt = system_prompt(info.messages)
+    for tool in as_list(body.get("tools")):
+        tool = as_dict(tool)
+        kind = as_str(tool.get("type")) or "function"
+        if kind in ("function", "custom"):
+            name = as_str(tool.get("name"))
+            if name:
+                info.tools.append(ToolDefinition(name=name, description=as_str(tool.get("description"))))
+        else:
+            name = as_str(tool.get("server_label")) or kind
+            info.tools.append(ToolDefinition(name=name, type=_BUILTIN_TOOL_TYPES.get(kind, "other")))
+    info.tool_choice = _tool_choice(body.get("tool_choice"))
+    info.parameters = sampling_parameters(body, ("max_output_tokens",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
+    out = AiResponseInfo(status_code=resp.status, success=200 <= resp.status < 300, model=None)
+    out.streaming = is_event_stream(resp, info.streaming)
+    for name in _RESPONSE_ID_HEADERS:
+        out.provider_request_id = out.provider_request_id or resp.header(name)
+    if resp.status >= 400 or not out.streaming:
+        body, error = load_json_object(resp.body)
+        if resp.status >= 400:
+            _set_error(out, http_error(resp.status, body, resp.headers))
+        elif error:
+            out.parse_error = error
+            out.model = salvage_string(resp.body, "model")
+        elif info.api == API_EMBEDDINGS:
+            _embeddings_response(out, body)
+        elif info.api == API_RESPONSES:
+            _responses_object(out, body, _Collected())
+        else:
+            _choices_response(out, body)
+    elif info.api == API_RESPONSES:
+        _responses_stream(out, resp.body)
+    else:
+        _choices_stream(out, resp.body)
+    out.model = out.model or info.model
+    return out
+
+
+def _set_error(out: AiResponseInfo, error: ErrorInfo) -> None:
+    out.success = False
+    out.error_type, out.error_message, out.error_code = error
+
+
+def _usage(raw: Any, input_key: str, output_key: str) -> Usage:
+    """Usage of Chat/Completions/Embeddings (prompt_/completion_tokens) or Responses (input_/output_tokens)."""
+    raw = as_dict(raw)
+    return Usage(
+        prompt_tokens=as_int(raw.get(input_key)),
+        completion_tokens=as_int(raw.get(output_key)),
+        total_tokens=as_int(raw.get("total_tokens")),
+        cached_tokens=as_int(as_dict(raw.get(input_key + "_details")).get("cached_tokens")),
+        reasoning_tokens=as_int(as_dict(raw.get(output_key + "_details")).get("reasoning_tokens")),
+    )
+
+
+def _arguments_text(value: Any) -> Optional[str]:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list)) else None
+
+
+def _message_tool_calls(message: Dict[str, Any]) -> List[ToolCall]:
+    calls = []
+    for raw in as_list(message.get("tool_calls")):
+        raw = as_dict(raw)
+        function = as_dict(raw.get("function"))
+        name = as_str(function.get("name")) or as_str(as_dict(raw.get("custom")).get("name"))
+        if name:
+            calls.append(
+                ToolCall(
+                    name=name,
+                    id=as_str(raw.get("id")),
+                    type=as_str(raw.get("type")) or "function",
+                    arguments=_arguments_text(function.get("arguments", as_dict(raw.get("custom")).get("input"))),
+                )
+            )
+    legacy = as_dict(message.get("function_call"))
+    if as_str(legacy.get("name")):
+        calls.append(ToolCall(name=legacy["name"], arguments=_arguments_text(legacy.get("arguments"))))
+    return calls
+
+
+def _set_choices(out: AiResponseInfo, texts: Dict[int, str], finishes: Dict[int, Optional[str]]) -> None:
+    count = max(list(texts) + list(finishes), default=-1) + 1
+    out.choice_texts = [nonempty(texts.get(i)) for i in range(count)]
+    out.choice_finish_reasons = [finishes.get(i) for i in range(count)]
+    out.text = out.choice_texts[0] if out.choice_texts else None
+    out.finish_reason = out.choice_finish_reasons[0] if out.choice_finish_reasons else None
+
+
+def _choice_index(choice: Dict[str, Any], position: int) -> int:
+    index = as_int(choice.get("index"))
+    return index if index is not None and 0 <= index < 1024 else position
+
+
+def _output_text(content: Any) -> Optional[str]:
+    """Assistant content: a string, or (some compatible servers) a list of text parts."""
+    if isinstance(content, list):
+        return "".join(as_str(as_dict(p).get("text")) or "" for p in content) or None
+    return as_str(content)
+
+
+def _choices_response(out: AiResponseInfo, body: Dict[str, Any]) -> None:
+    """Chat Completions / legacy Completions JSON body."""
+    out.provider_request_id = as_str(body.get("id")) or out.provider_request_id
+    out.model = as_str(body.get("model"))
+    texts: Dict[int, str] = {}
+    finishes: Dict[int, Optional[str]] = {}
+    for position, choice in enumerate(as_list(body.get("choices"))):
+        choice = as_dict(choice)
+        index = _choice_index(choice, position)
+        message = as_dict(choice.get("message"))
+        text = _output_text(message.get("content")) if message else as_str(choice.get("text"))
+        if text:
+            texts[index] = text
+        finishes[index] = as_str(choice.get("finish_reason"))
+        out.tool_calls.extend(_message_tool_calls(message))
+    _set_choices(out, texts, finishes)
+    out.usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
+
+
+class _StreamedCall:
+    """A tool call assembled from deltas."""
+
+    def __init__(self, name: Optional[str], call_id: Optional[str], kind: str) -> None:
+        self.name = name
+        self.id = call_id
+        self.type = kind
+        self.arguments: List[str] = []
+
+    def done(self) -> Optional[ToolCall]:
+        if not self.name:
+            return None
+        return ToolCall(name=self.name, id=self.id, type=self.type, arguments="".join(self.arguments))
+
+
+def _choices_stream(out: AiResponseInfo, body: bytes) -> None:
+    """Chat Completions / legacy Completions SSE: chunks with choices[].delta (or .text)."""
+    events = JsonEvents(body)
+    texts: Dict[int, List[str]] = {}
+    finishes: Dict[int, Optional[str]] = {}
+    calls: Dict[Tuple[int, int], _StreamedCall] = {}
+    stream_id: Optional[str] = None
+    for event in events:
+        chunk = event.data
+        if chunk.get("error"):  # OpenRouter & co. report a failure mid-stream in a chunk
+            _set_error(out, stream_error(chunk["error"]))
+        stream_id = stream_id or as_str(chunk.get("id"))
+        out.model = out.model or nonempty(as_str(chunk.get("model")))
+        usage = chunk.get("usage") or as_dict(chunk.get("x_groq")).get("usage")
+        if isinstance(usage, dict):
+            out.usage = _usage(usage, "prompt_tokens", "completion_tokens")
+        for position, choice in enumerate(as_list(chunk.get("choices"))):
+            choice = as_dict(choice)
+            index = _choice_index(choice, position)
+            delta = as_dict(choice.get("delta"))
+            text = as_str(delta.get("content")) if delta else as_str(choice.get("text"))
+            produced = bool(text)
+            if text:
+                texts.setdefault(index, []).append(text)
+            for tool_position, raw in enumerate(as_list(delta.get("tool_calls"))):
+                raw = as_dict(raw)
+                tool_index = as_int(raw.get("index"))
+                key = (index, tool_index if tool_index is not None else tool_position)
+                function = as_dict(raw.get("function"))
+                call = calls.get(key)
+                if call is None:
+                    call = calls[key] = _StreamedCall(None, None, as_str(raw.get("type")) or "function")
+                call.name = call.name or as_str(function.get("name"))
+                call.id = call.id or as_str(raw.get("id"))
+                if isinstance(function.get("arguments"), str):
+                    call.arguments.append(function["arguments"])
+                produced = True
+            legacy = as_dict(delta.get("function_call"))
+            if legacy:
+                call = calls.setdefault((index, -1), _StreamedCall(None, None, "function"))
+                call.name = call.name or as_str(legacy.get("name"))
+                if isinstance(legacy.get("arguments"), str):
+                    call.arguments.append(legacy["arguments"])
+                produced = True
+            if produced and out.first_token_offset is None:
+                out.first_token_offset = event.offset
+            finish = as_str(choice.get("finish_reason"))
+            if finish:
+                finishes[index] = finish
+    out.provider_request_id = stream_id or out.provider_request_id
+    _set_choices(out, {i: "".join(parts) for i, parts in texts.items()}, finishes)
+    out.tool_calls = [c for c in (calls[key].done() for key in sorted(calls)) if c]
+    out.parse_error = events.parse_error()
+
+
+def _embeddings_response(out: AiResponseInfo, body: Dict[str, Any]) -> None:
+    out.model = as_str(body.get("model"))
+    items = as_list(body.get("data"))
+    out.embedding_count = len(items)
+    if items:
+        out.embedding_dimensions = _dimensions(as_dict(items[0]).get("embedding"))
+    out.usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
+
+
+def _dimensions(vector: Any) -> Optional[int]:
+    """Length of an embedding: a list of floats, or base64 of little-endian float32s."""
+    if isinstance(vector, list):
+        return len(vector)
+    if isinstance(vector, str):
+        try:
+            return len(base64.b64decode(vector, validate=True)) // 4
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+class _Collected:
+    """Output assembled from Responses API stream deltas."""
+
+    def __init__(self) -> None:
+        self.text: List[str] = []
+        self.calls: Dict[int, _StreamedCall] = {}
+
+
+def _responses_stream(out: AiResponseInfo, body: bytes) -> None:
+    events = JsonEvents(body)
+    collected = _Collected()
+    for event in events:
+        data = event.data
+        kind = as_str(data.get("type")) or event.event or ""
+        produced = False
+        if kind == "response.output_text.delta":
+            delta = as_str(data.get("delta"))
+            if delta:
+                collected.text.append(delta)
+                produced = True
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            item = as_dict(data.get("item"))
+            if as_str(item.get("type")) in ("function_call", "custom_tool_call"):
+                index = as_int(data.get("output_index")) or 0
+                call = collected.calls.setdefault(index, _StreamedCall(None, None, "function"))
+                call.name = call.name or as_str(item.get("name"))
+                call.id = call.id or as_str(item.get("call_id"))
+                final = _arguments_text(item.get("arguments", item.get("input")))
+                if kind.endswith(".done") and final:
+                    call.arguments = [final]
+                produced = True
+        elif kind == "response.function_call_arguments.delta":
+            call = collected.calls.setdefault(as_int(data.get("output_index")) or 0, _StreamedCall(None, None, "function"))
+            if isinstance(data.get("delta"), str):
+                call.arguments.append(data["delta"])
+        elif kind == "response.function_call_arguments.done":
+            call = collected.calls.setdefault(as_int(data.get("output_index")) or 0, _StreamedCall(None, None, "function"))
+            if isinstance(data.get("arguments"), str):
+                call.arguments = [data["arguments"]]
+        elif kind in ("response.created", "response.in_progress"):
+            response = as_dict(data.get("response"))
+            out.provider_request_id = as_str(response.get("id")) or out.provider_request_id
+            out.model = out.model or nonempty(as_str(response.get("model")))
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            _responses_object(out, as_dict(data.get("response")), collected)
+        elif kind == "error":
+            # The event's own "type" is just "error"; what names the error is its code.
+            _set_error(out, stream_error({k: v for k, v in data.items() if k != "type"}))
+        if produced and out.first_token_offset is None:
+            out.first_token_offset = event.offset
+    if out.text is None and collected.text:
+        out.text = "".join(collected.text)
+        out.choice_texts = [out.text]
+    if not out.tool_calls:
+        out.tool_calls = [c for c in (collected.calls[i].done() for i in sorted(collected.calls)) if c]
+    out.parse_error = events.parse_error()
+
+
+def _responses_object(out: AiResponseInfo, response: Dict[str, Any], collected: _Collected) -> None:
+    """A Responses API `response` object (plain body, or the one in the final stream event).
+
+    Text and tool calls come from the streamed deltas when there were any, else from `output`.
+    """
+    out.provider_request_id = as_str(response.get("id")) or out.provider_request_id
+    out.model = nonempty(as_str(response.get("model"))) or out.model
+    status = as_str(response.get("status"))
+    if status == "incomplete":
+        reason = as_str(as_dict(response.get("incomplete_details")).get("reason"))
+        status = f"incomplete:{reason}" if reason else status
+    out.finish_reason = status
+    out.choice_finish_reasons = [status]
+    if isinstance(response.get("usage"), dict):
+        out.usage = _usage(response["usage"], "input_tokens", "output_tokens")
+    if response.get("error"):
+        _set_error(out, stream_error(response["error"]))
+    texts: List[str] = []
+    calls: List[ToolCall] = []
+    for item in as_list(response.get("output")):
+        item = as_dict(item)
+        kind = as_str(item.get("type"))
+        if kind == "message":
+            for part in as_list(item.get("content")):
+                part = as_dict(part)
+                if part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+        elif kind in ("function_call", "custom_tool_call") and as_str(item.get("name")):
+            calls.append(
+                ToolCall(
+                    name=item["name"],
+                    id=as_str(item.get("call_id")),
+                    arguments=_arguments_text(item.get("arguments", item.get("input"))),
+                )
+            )
+    if collected.text or collected.calls:
+        return
+    out.text = nonempty("".join(texts))
+    out.choice_texts = [out.text]
+    out.tool_calls = calls

@@ -1,0 +1,115 @@
+"""Recorded provider traffic (/work/shared/fixtures/llm, see its README) as the HTTP messages the
+decode layer hands to the provider parsers."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+from urllib.parse import urlsplit
+
+from oisp_daemon.decode.messages import Headers, HttpRequest, HttpResponse
+
+FIXTURE_DIR = Path("/work/shared/fixtures/llm")
+# Kernel-monotonic timestamps given to fixture messages: the request is sent at REQUEST_TS, the
+# response starts RESPONSE_DELAY_NS later and each further SSE event (or 4 KiB of a plain body)
+# arrives CHUNK_INTERVAL_NS after the previous one.
+REQUEST_TS = 5_000_000_000
+REQUEST_DURATION_NS = 2_000_000
+RESPONSE_DELAY_NS = 150_000_000
+CHUNK_INTERVAL_NS = 10_000_000
+_PLAIN_CHUNK = 4096
+
+
+def fixture_paths(*globs: str) -> List[Path]:
+    """Fixture files matching any of the globs (e.g. "openai-*.json"), sorted by name."""
+    found = set()
+    for pattern in globs:
+        found.update(FIXTURE_DIR.glob(pattern))
+    return sorted(found)
+
+
+def load_fixture(name: str) -> Dict[str, Any]:
+    path = Path(name) if "/" in name else FIXTURE_DIR / name
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def headers_list(headers: Dict[str, Any]) -> Headers:
+    """Fixture headers (a repeated header is a list) as the decode layer's (name, value) list."""
+    pairs: Headers = []
+    for name, value in headers.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((name, str(item)))
+    return pairs
+
+
+def body_bytes(message: Dict[str, Any]) -> bytes:
+    body = message.get("body") or ""
+    if message.get("body_encoding") == "base64":
+        return base64.b64decode(body)
+    return body.encode("utf-8")
+
+
+def fixture_host(fx: Dict[str, Any]) -> str:
+    """The Host header, or the URL's authority when the cassette did not keep it."""
+    for name, value in fx["request"]["headers"].items():
+        if name.lower() == "host":
+            return str(value)
+    return urlsplit(fx["request"]["url"]).netloc
+
+
+def fixture_request(fx: Dict[str, Any]) -> HttpRequest:
+    url = urlsplit(fx["request"]["url"])
+    target = url.path + ("?" + url.query if url.query else "")
+    body = body_bytes(fx["request"])
+    return HttpRequest(
+        headers=headers_list(fx["request"]["headers"]),
+        body=body,
+        ts_start_ns=REQUEST_TS,
+        ts_end_ns=REQUEST_TS + REQUEST_DURATION_NS,
+        wire_body_bytes=len(body),
+        method=fx["request"]["method"],
+        target=target,
+    )
+
+
+def _chunk_ends(body: bytes, streaming: bool) -> List[int]:
+    """Where each simulated TLS read ends: after each SSE event, or every 4 KiB."""
+    if streaming:
+        ends = [m.end() for m in re.finditer(rb"\r?\n\r?\n", body)]
+    else:
+        ends = list(range(_PLAIN_CHUNK, len(body), _PLAIN_CHUNK))
+    if not ends or ends[-1] != len(body):
+        ends.append(len(body))
+    return ends
+
+
+def body_marks(body: bytes, streaming: bool, start_ns: int) -> List[Tuple[int, int]]:
+    """(offset, ts) marks of a body delivered in chunks, as the decode layer records them."""
+    marks = []
+    offset = 0
+    for i, end in enumerate(_chunk_ends(body, streaming)):
+        marks.append((offset, start_ns + i * CHUNK_INTERVAL_NS))
+        offset = end
+    return marks
+
+
+def fixture_response(fx: Dict[str, Any]) -> HttpResponse:
+    response = fx["response"]
+    body = body_bytes(response)
+    headers = headers_list(response["headers"])
+    streaming = any(k.lower() == "content-type" and "event-stream" in v for k, v in headers)
+    start = REQUEST_TS + RESPONSE_DELAY_NS
+    marks = body_marks(body, streaming, start)
+    return HttpResponse(
+        headers=headers,
+        body=body,
+        ts_start_ns=start,
+        ts_end_ns=marks[-1][1],
+        body_marks=marks,
+        wire_body_bytes=len(body),
+        status=int(response["status"]),
+        reason=response.get("reason") or "",
+    )
