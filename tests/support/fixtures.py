@@ -113,3 +113,45 @@ def fixture_response(fx: Dict[str, Any]) -> HttpResponse:
         status=int(response["status"]),
         reason=response.get("reason") or "",
     )
+
+
+def sse_body(*events: Any) -> bytes:
+    """An SSE body from (event name, JSON-able data) pairs or bare data (dicts, or raw strings)."""
+    out = []
+    for item in events:
+        name, data = item if isinstance(item, tuple) else (None, item)
+        text = data if isinstance(data, str) else json.dumps(data)
+        out.append((f"event: {name}\n" if name else "") + f"data: {text}\n\n")
+    return "".join(out).encode()
+
+
+def http_request(target: str, body: Any = b"", headers: Headers = (), method: str = "POST") -> HttpRequest:
+    """A request as decode would deliver it; a dict/list body is sent as JSON."""
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    return HttpRequest(
+        headers=list(headers),
+        body=data,
+        ts_start_ns=REQUEST_TS,
+        ts_end_ns=REQUEST_TS + REQUEST_DURATION_NS,
+        wire_body_bytes=len(data),
+        method=method,
+        target=target,
+    )
+
+
+def http_response(body: Any = b"", status: int = 200, content_type: str = "application/json", headers: Headers = ()) -> HttpResponse:
+    """A response as decode would deliver it; a dict/list body is sent as JSON. SSE bodies get one
+    body mark per event, CHUNK_INTERVAL_NS apart."""
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    all_headers = ([("Content-Type", content_type)] if content_type else []) + list(headers)
+    start = REQUEST_TS + RESPONSE_DELAY_NS
+    marks = body_marks(data, "event-stream" in content_type, start)
+    return HttpResponse(
+        headers=all_headers,
+        body=data,
+        ts_start_ns=start,
+        ts_end_ns=marks[-1][1],
+        body_marks=marks,
+        wire_body_bytes=len(data),
+        status=status,
+    )
