@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine for developing and testing oisp-sensor. Idempotent; run as root.
+#  1. Debian packages: bcc, kernel headers, the daemon's runtime Python packages, test tools.
+#     apt-get runs only when a package is missing.
+#  2. .venv in the repo root from the system Python with --system-site-packages (bcc's bindings
+#     exist only as a distro package), plus requirements-test.txt and the project in editable
+#     mode; pip runs only when those inputs changed since the last successful run.
+# Kernel header trees are not touched: the daemon assembles its own at start-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arch="$(dpkg --print-architecture)"
+packages=(
+  python3-bpfcc bpfcc-tools "linux-headers-${arch}"
+  python3-venv python3-yaml python3-jsonschema python3-requests python3-sdnotify python3-dbus-next
+  python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard
+  curl openssl ca-certificates util-linux
+)
+# Node's fetch client: Debian's nodejs (18.x) unless a node is already installed another way.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing Debian packages (${missing[*]}); run scripts/setup.sh as root" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [[ ! -x .venv/bin/python ]] || ! grep -q "include-system-site-packages = true" .venv/pyvenv.cfg; then
+  echo "setup: creating .venv (system Python, --system-site-packages)"
+  rm -rf .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+
+stamp=.venv/.oisp-setup-stamp
+inputs="$(cat requirements-test.txt pyproject.toml; /usr/bin/python3 --version)"
+digest="$(printf '%s' "$inputs" | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]]; then
+  echo "setup: installing test requirements and the project (editable) into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+  # No build isolation: the venv's setuptools builds the editable wheel without fetching one.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+  printf '%s\n' "$digest" >"$stamp"
+fi
