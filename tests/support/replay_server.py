@@ -35,7 +35,7 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
@@ -114,7 +114,6 @@ class Reply:
     streaming: bool = False
     compressible: bool = False
     source: Optional[str] = None
-    notes: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def body(self) -> bytes:
