@@ -49,6 +49,10 @@ _MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_END = 64
 _TOO_LONG = object()
 
+# Requests a response parser keeps waiting for. Real clients pipeline a few at most; the bound
+# matters when the read side is not captured at all, so that the queue cannot grow forever.
+MAX_PENDING_RESPONSES = 64
+
 # Parser states.
 _START = "start"  # at a message boundary, expecting a start line
 _HEADERS = "headers"
@@ -112,7 +116,8 @@ class Http1Parser:
         self._plausible: Callable[[bytes], bool] = (
             _plausible_request if self._request else _plausible_response
         )
-        self._methods: Deque[str] = deque()  # methods of requests awaiting a response, in order
+        # Methods of requests awaiting a response, in order; beyond the bound the oldest is dropped.
+        self._methods: Deque[str] = deque(maxlen=MAX_PENDING_RESPONSES)
         self._handlers: Dict[str, Callable[[List[Message]], bool]] = {
             _START: self._on_start,
             _HEADERS: self._on_headers,
