@@ -1,0 +1,181 @@
+"""Cost from the bundle's model prices: model resolution, cache pricing, unknown models.
+
+Expected costs are computed here from /work/shared/oisp-spec/spec/v0.1/bundle.json itself, not from
+the package copy the code reads.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oisp_daemon.events.ai import EventContext, build_ai_request, build_ai_response
+from oisp_daemon.events.cost import cost_usd, model_price
+from oisp_daemon.events.envelope import Clock
+from oisp_daemon.providers.exchange import Usage
+from oisp_daemon.providers.parse import parse_request, parse_response
+from oisp_daemon.providers.registry import detect_provider
+from tests.support.fixtures import fixture_host, fixture_paths, fixture_request, fixture_response, load_fixture
+
+BUNDLE_MODELS = json.loads(Path("/work/shared/oisp-spec/spec/v0.1/bundle.json").read_text())["models"]
+
+# Fixture -> the bundle model whose price applies (response model, its dated snapshot's base, or
+# the request model), or None when the bundle has no price (or the response has no usage).
+PRICED_AS = {
+    "anthropic-complete-001.json": None,  # claude-instant-1.2 is not in the bundle
+    "anthropic-messages-001.json": "anthropic/claude-sonnet-4-20250514",
+    "anthropic-messages-002.json": "anthropic/claude-3-opus-20240229",
+    "anthropic-messages-003.json": "anthropic/claude-3-5-sonnet-20240620",
+    "anthropic-messages-stream-001.json": "anthropic/claude-sonnet-4-20250514",
+    "anthropic-messages-stream-004.json": "anthropic/claude-3-7-sonnet-20250219",
+    "anthropic-messages-stream-tools-002.json": "anthropic/claude-3-5-sonnet-20240620",
+    "anthropic-messages-tools-001.json": "anthropic/claude-3-5-haiku-20241022",
+    "azure-openai-chat-001.json": None,  # gpt-35-turbo, deployment openllmetry-testing
+    "azure-openai-chat-002.json": "azure_openai/gpt-4.1-mini",
+    "azure-openai-chat-stream-002.json": None,
+    "azure-openai-embeddings-001.json": "azure_openai/text-embedding-3-large",
+    "azure-openai-embeddings-error-001.json": None,  # error: no usage
+    "cerebras-chat-001.json": "cerebras/gpt-oss-120b",
+    "deepseek-chat-001.json": "deepseek/deepseek-reasoner",
+    "deepseek-chat-stream-001.json": "deepseek/deepseek-reasoner",
+    "deepseek-chat-stream-003.json": "deepseek/deepseek-chat",
+    "deepseek-chat-tools-001.json": "deepseek/deepseek-reasoner",  # response model unknown: request model
+    "groq-chat-002.json": "groq/llama3-8b-8192",
+    "groq-chat-stream-tools-001.json": "groq/openai/gpt-oss-120b",
+    "mistral-chat-001.json": None,
+    "mistral-chat-002.json": None,
+    "mistral-chat-stream-001.json": None,
+    "mistral-chat-tools-001.json": None,
+    "openai-chat-001.json": "openai/gpt-4.1",
+    "openai-chat-002.json": "openai/gpt-3.5-turbo",
+    "openai-chat-004.json": "openai/gpt-4o-mini",
+    "openai-chat-error-003.json": None,  # error: no usage
+    "openai-chat-stream-002.json": "openai/gpt-4",
+    "openai-chat-stream-003.json": None,  # no include_usage: no token counts
+    "openai-chat-tools-002.json": "openai/gpt-4",
+    "openai-embeddings-001.json": "openai/text-embedding-3-small",
+    "openai-embeddings-002.json": "openai/text-embedding-3-small",
+    "openai-embeddings-003.json": "openai/text-embedding-ada-002",
+    "openai-responses-001.json": "openai/gpt-4.1",
+    "openai-responses-003.json": "openai/gpt-5-nano",
+    "openai-responses-stream-002.json": "openai/gpt-4o-2024-08-06",
+    "openai-responses-stream-003.json": "openai/gpt-4.1-nano",
+    "openai-responses-stream-tools-001.json": "openai/gpt-4o-2024-08-06",
+    "openrouter-chat-error-001.json": None,  # error: no usage
+    "openrouter-chat-stream-001.json": "openrouter/google/gemini-2.5-flash",
+    "openrouter-chat-stream-error-001.json": None,  # minimax/minimax-m2:free is not priced
+    "together-completions-001.json": None,
+}
+
+
+def _or_input(price, key):
+    return price[key] if price.get(key) is not None else price["input_cost_per_1k"]
+
+
+def expected_cost(fx, key):
+    """Bundle price x raw usage from the fixture: OpenAI-style prompt tokens include cached ones,
+    Anthropic's input tokens do not (cache reads/writes are priced on their own)."""
+    price = BUNDLE_MODELS[key]
+    expect = fx["expect"]
+    extra = expect["usage_extra"]
+    inp = price["input_cost_per_1k"] / 1000
+    read = _or_input(price, "cache_read_cost_per_1k") / 1000
+    write = _or_input(price, "cache_write_cost_per_1k") / 1000
+    prompt = expect["input_tokens"] or 0
+    if key.startswith("anthropic/"):
+        input_cost = prompt * inp + extra.get("cache_read_input_tokens", 0) * read + extra.get("cache_creation_input_tokens", 0) * write
+    else:
+        cached = extra.get("cached_input_tokens", 0)
+        input_cost = (prompt - cached) * inp + cached * read
+    output_cost = (expect["output_tokens"] or 0) * price["output_cost_per_1k"] / 1000
+    return input_cost, output_cost
+
+
+def response_event(fx):
+    host = fixture_host(fx)
+    req, resp = fixture_request(fx), fixture_response(fx)
+    info = parse_request(detect_provider(host, None) or fx["provider"], req, host)
+    out = parse_response(info, resp)
+    ctx = EventContext(Clock(offset_ns=0))
+    return build_ai_response(info, out, req, resp, ctx, build_ai_request(info, req, ctx))
+
+
+def test_every_parsed_fixture_has_a_pricing_expectation():
+    names = {p.name for p in fixture_paths("openai-*.json", "anthropic-*.json", "azure-openai-*.json")}
+    assert names <= set(PRICED_AS)
+
+
+@pytest.mark.parametrize("name", sorted(PRICED_AS))
+def test_response_event_cost(name):
+    fx = load_fixture(name)
+    usage = response_event(fx)["data"].get("usage", {})
+    key = PRICED_AS[name]
+    if key is None:
+        assert not {"input_cost_usd", "output_cost_usd", "total_cost_usd"} & set(usage)
+        return
+    input_cost, output_cost = expected_cost(fx, key)
+    assert usage["input_cost_usd"] == pytest.approx(input_cost, rel=1e-9, abs=1e-12)
+    assert usage["output_cost_usd"] == pytest.approx(output_cost, rel=1e-9, abs=1e-12)
+    assert usage["total_cost_usd"] == pytest.approx(input_cost + output_cost, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "model, request_model, key",
+    [
+        ("gpt-4o-mini-2024-07-18", None, "openai/gpt-4o-mini"),
+        ("gpt-4-0613", None, "openai/gpt-4"),
+        ("gpt-4o-2024-08-06", None, "openai/gpt-4o-2024-08-06"),  # exact snapshot price wins
+        ("my-finetune", "gpt-4.1", "openai/gpt-4.1"),
+        (None, "gpt-4.1-2025-04-14", "openai/gpt-4.1"),
+    ],
+)
+def test_model_resolution(model, request_model, key):
+    price = model_price("openai", model, request_model)
+    assert (price["input"], price["output"]) == (BUNDLE_MODELS[key]["input_cost_per_1k"], BUNDLE_MODELS[key]["output_cost_per_1k"])
+
+
+def test_dated_anthropic_model_is_exact():
+    assert model_price("anthropic", "claude-3-5-sonnet-20240620")["input"] == BUNDLE_MODELS["anthropic/claude-3-5-sonnet-20240620"]["input_cost_per_1k"]
+
+
+def test_provider_alias_for_together():
+    assert model_price("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo") == model_price("togetherai", "meta-llama/Llama-3.3-70B-Instruct-Turbo")
+    assert model_price("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo") is not None
+
+
+@pytest.mark.parametrize("provider, model", [("openai", "gpt-99"), ("openai", None), ("nobody", "gpt-4o"), ("openai", "claude-3-opus-20240229")])
+def test_unknown_model_has_no_cost(provider, model):
+    assert cost_usd(provider, model, Usage(prompt_tokens=10, completion_tokens=10)) is None
+
+
+def test_no_token_counts_means_no_cost():
+    assert cost_usd("openai", "gpt-4o", Usage()) is None
+
+
+def test_models_without_a_published_price_are_unknown():
+    unpriced = next(k for k, v in BUNDLE_MODELS.items() if v.get("input_cost_per_1k") is None)
+    provider, model = unpriced.split("/", 1)
+    assert model_price(provider, model) is None
+
+
+def test_openai_cached_tokens_are_part_of_the_prompt():
+    price = BUNDLE_MODELS["openai/gpt-4o-mini"]
+    got = cost_usd("openai", "gpt-4o-mini", Usage(prompt_tokens=1000, completion_tokens=100, cached_tokens=400))
+    want_in = (600 * price["input_cost_per_1k"] + 400 * price["cache_read_cost_per_1k"]) / 1000
+    want_out = 100 * price["output_cost_per_1k"] / 1000
+    assert got == pytest.approx((want_in, want_out, want_in + want_out))
+
+
+def test_anthropic_cache_reads_and_writes_are_priced_apart():
+    price = BUNDLE_MODELS["anthropic/claude-3-5-sonnet-20240620"]
+    got = cost_usd("anthropic", "claude-3-5-sonnet-20240620", Usage(prompt_tokens=10, completion_tokens=20, cached_tokens=1000, cache_creation_tokens=500))
+    want_in = (10 * price["input_cost_per_1k"] + 1000 * price["cache_read_cost_per_1k"] + 500 * price["cache_write_cost_per_1k"]) / 1000
+    assert got[0] == pytest.approx(want_in)
+
+
+def test_missing_cache_price_falls_back_to_the_input_price():
+    price = BUNDLE_MODELS["openai/gpt-4"]
+    assert "cache_read_cost_per_1k" not in price
+    got = cost_usd("openai", "gpt-4", Usage(prompt_tokens=100, completion_tokens=0, cached_tokens=50))
+    assert got[0] == pytest.approx(100 * price["input_cost_per_1k"] / 1000)
