@@ -95,7 +95,8 @@ class ConnectionTracker:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def on_data(self, key: ConnectionKey, direction: str, data: bytes, ts_ns: int) -> List[Exchange]:
+    def on_data(self, key: ConnectionKey, direction: str, data: bytes,
+                ts_ns: int) -> List[Exchange]:
         """Plaintext of one TLS call: "write" (a request stream) or "read" (a response stream)."""
         if direction not in ("write", "read"):
             raise ValueError("direction must be 'write' or 'read', not %r" % (direction,))
@@ -249,7 +250,8 @@ class ConnectionTracker:
         self.stats["unanswered_requests"] += 1
         out.append(Exchange(key, slot.request, no_response(ts_ns, why)))
 
-    def _release(self, key: ConnectionKey, conn: _Connection, ts_ns: int, why: str) -> List[Exchange]:
+    def _release(self, key: ConnectionKey, conn: _Connection, ts_ns: int,
+                 why: str) -> List[Exchange]:
         out: List[Exchange] = []
         try:
             self._requests_done(key, conn, conn.requests.close(ts_ns, why), out)

@@ -267,7 +267,8 @@ class _Stack(ContentDecoder):
 
 
 def parse_codings(content_encoding: Optional[str]) -> List[str]:
-    """Codings named by a Content-Encoding value, lower-cased, in the order they were applied."""
+    """Codings named by a Content-Encoding (or Transfer-Encoding) value, lower-cased, in the
+    order they were applied; "identity" means none."""
     if not content_encoding:
         return []
     codings = [c.strip().lower() for c in content_encoding.split(",")]
@@ -284,7 +285,8 @@ def _stage(coding: str, max_output: Optional[int]) -> ContentDecoder:
     raise ContentDecodingError("unsupported content-coding: %s" % coding[:40])
 
 
-def make_decoder(content_encoding: Optional[str], max_output: Optional[int] = None) -> ContentDecoder:
+def make_decoder(content_encoding: Optional[str],
+                 max_output: Optional[int] = None) -> ContentDecoder:
     """Decoder for a Content-Encoding header value (None or "" means identity).
 
     Raises ContentDecodingError for an unknown coding, or one whose library is not installed.

@@ -38,7 +38,7 @@ _METHOD = rb"[A-Z][A-Z0-9_-]{0,31}"
 _REQUEST_LINE = re.compile(rb"(" + _METHOD + rb") (\S+) (HTTP/1\.[01])\Z")
 _RESPONSE_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?\Z")
 # ... and as searched for when resynchronising: a whole start line at the beginning of a line.
-_REQUEST_START = rb"[A-Z][A-Z0-9_-]{0,31} \S+ HTTP/1\.[01]\r?\n"
+_REQUEST_START = _METHOD + rb" \S+ HTTP/1\.[01]\r?\n"
 _RESPONSE_START = rb"HTTP/1\.[01] [1-5][0-9][0-9](?: [^\r\n]*)?\r?\n"
 _METHOD_PREFIX = re.compile(_METHOD + rb"\Z")
 _HTTP_PREFIX = b"HTTP/1."
@@ -111,8 +111,9 @@ class Http1Parser:
         # Bytes thrown away while looking for a start line (garbage, or the rest of a lost message).
         self.skipped_bytes = 0
         self._request = role == "request"
-        self._start_search = re.compile(rb"\n(?=" + (_REQUEST_START if self._request else _RESPONSE_START) + rb")")
-        self._start_match = re.compile(_REQUEST_START if self._request else _RESPONSE_START)
+        start = _REQUEST_START if self._request else _RESPONSE_START
+        self._start_match = re.compile(start)
+        self._start_search = re.compile(rb"\n(?=" + start + rb")")
         self._plausible: Callable[[bytes], bool] = (
             _plausible_request if self._request else _plausible_response
         )
@@ -138,7 +139,8 @@ class Http1Parser:
         self._feeds: Deque[Tuple[int, int]] = deque()  # (stream offset, ts) where each piece began
         self._ts = 0
         self._feed_no = 0
-        self._seen_start = False  # a start line was parsed, or bytes were lost: past the "very start"
+        # Past the "very start" of the stream: a start line was parsed, or bytes were lost.
+        self._seen_start = False
         self._at_line_start = True  # for _RESYNC: _buf[_pos] begins a line
         self._clear_message()
 
@@ -172,7 +174,10 @@ class Http1Parser:
         return out
 
     def gap(self, ts_ns: int) -> List[Message]:
-        """Bytes were lost here: finish the message in progress as partial, then resynchronise."""
+        """Bytes were lost here: finish the message in progress as partial, then resynchronise.
+
+        The partial message's ts_end_ns is that of its last data, not `ts_ns` (when the loss was
+        noticed), so that durations do not include the time the capture fell behind."""
         out: List[Message] = []
         if self._state == _DEAD:
             return out
@@ -184,7 +189,10 @@ class Http1Parser:
 
     def close(self, ts_ns: int, reason: str = "connection_closed") -> List[Message]:
         """The stream ended. A response delimited by the connection closing is complete if `reason`
-        is "connection_closed"; anything else in progress is returned partial with `reason`."""
+        is "connection_closed"; anything else in progress is returned partial with `reason`.
+
+        ts_end_ns of what is returned is that of its last data: `ts_ns` may be much later (the
+        client closes pooled connections lazily; exit and idle expiry are noticed late)."""
         out: List[Message] = []
         if self._state == _DEAD:
             return out
@@ -304,8 +312,10 @@ class Http1Parser:
 
     # -- body -------------------------------------------------------------------------------------
 
-    def _start_body(self) -> None:
-        codings = parse_codings(", ".join(self._content_coding))
+    def _start_body(self, transfer_codings: List[str]) -> None:
+        # Transfer codings other than chunked (rare: "gzip, chunked") were applied after the
+        # content codings, so they are undone first: decoders run in reverse of this order.
+        codings = parse_codings(", ".join(self._content_coding)) + transfer_codings
         try:
             self._decoder = make_decoder(", ".join(codings), self.max_body_bytes)
         except ContentDecodingError:
@@ -346,7 +356,7 @@ class Http1Parser:
             self._body_full = True
 
     def _bad_encoding(self) -> None:
-        """Decoding failed: keep the undecoded bytes instead (if still held), undecoded from now on."""
+        """Decoding failed: keep the undecoded bytes instead (if still held), and stop decoding."""
         self._msg.mark_partial("bad_encoding")
         if self._raw is None:
             self._body_full = True  # keep the decoded prefix; later bytes would not fit it
@@ -466,15 +476,13 @@ class Http1Parser:
             if self._method == "HEAD" or status in (204, 304):
                 self._complete(out)
                 return True
-        self._start_body()
-        codings = [c.strip().lower() for c in ",".join(self._transfer_coding).split(",") if c.strip()]
-        if codings:
-            if codings[-1] == "chunked":
-                self._state = _CHUNK_SIZE
-            elif self._request:
-                return self._malformed(out, at_line_start=True)  # a request body must be delimited
-            else:
-                self._state = _UNTIL_CLOSE
+        transfer = parse_codings(", ".join(self._transfer_coding))
+        chunked = bool(transfer) and transfer[-1] == "chunked"
+        if transfer and not chunked and self._request:
+            return self._malformed(out, at_line_start=True)  # a request body must be delimited
+        self._start_body(transfer[:-1] if chunked else transfer)
+        if transfer:
+            self._state = _CHUNK_SIZE if chunked else _UNTIL_CLOSE
         elif self._content_length:
             length = _content_length(self._content_length)
             if length is None:
@@ -562,7 +570,8 @@ class Http1Parser:
         # No whole start line: keep what after the last newline could still become one.
         nl = buf.rfind(b"\n", pos)
         keep = nl + 1 if nl >= 0 else (pos if self._at_line_start else len(buf))
-        if len(buf) - keep > self.max_header_bytes or not self._plausible(bytes(buf[keep : keep + 40])):
+        tail = bytes(buf[keep : keep + 40])
+        if len(buf) - keep > self.max_header_bytes or not self._plausible(tail):
             keep = len(buf)
             self._at_line_start = False
         else:

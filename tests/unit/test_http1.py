@@ -232,6 +232,20 @@ def test_content_codings_are_decoded(coding):
     assert msg.wire_body_bytes == len(ENCODED[coding])
 
 
+def test_transfer_coding_besides_chunked_is_decoded():
+    wire = chunked(gzip.compress(GZ_BODY), 10)
+    data = response("200 OK", [("Transfer-Encoding", "gzip, chunked")], wire)
+    (msg,), _ = run("response", data, [len(data) // 2], ["GET"])
+    assert msg.body == GZ_BODY and msg.complete
+
+
+def test_transfer_encoding_wins_over_content_length():
+    data = response("200 OK", [("Content-Length", "3"), ("Transfer-Encoding", "chunked")],
+                    chunked(b"longer than three", 5)) + NEXT
+    (msg, nxt), _ = run("response", data, methods=["GET", "GET"])
+    assert msg.body == b"longer than three" and nxt.body == b"next"
+
+
 def test_body_marks_one_per_piece_and_start_ts_is_first_byte():
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     data = head + chunked(SSE_BODY, 20)
