@@ -19,7 +19,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Pattern, Tuple, Union
+from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 
 Validator = Callable[["re.Match[str]"], bool]
 
@@ -41,7 +41,7 @@ class Detector:
     """
 
     name: str
-    regex: Pattern[str]
+    regex: re.Pattern[str]
     validator: Optional[Validator] = None
     group: Union[int, str] = 0
     hints: Tuple[str, ...] = ()
@@ -73,7 +73,7 @@ def looks_random(token: str) -> bool:
     return has_digit or (any(c.isupper() for c in token) and any(c.islower() for c in token))
 
 
-def _random_tail(prefix_re: Pattern[str]) -> Validator:
+def _random_tail(prefix_re: re.Pattern[str]) -> Validator:
     """Validator: what follows the detector's literal prefix looks generated."""
 
     def check(m: "re.Match[str]") -> bool:
@@ -131,7 +131,7 @@ def card_iin_known(digits: str) -> bool:
 
 
 def _valid_card(m: "re.Match[str]") -> bool:
-    digits = re.sub(r"[ -]", "", m.group(0))
+    digits = m.group(0).replace(" ", "").replace("-", "")
     return card_iin_known(digits) and luhn_valid(digits)
 
 

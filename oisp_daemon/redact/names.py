@@ -1,0 +1,38 @@
+"""Recognise names (environment variables, options, JSON keys) whose value is a credential.
+
+A value under such a name is secret whatever its format, which the detectors cannot know:
+`DB_PASSWORD=hunter2`, `--hf-token abc`, `{"api_key": "..."}`. Names are split into words
+(snake, kebab, dotted and camel case) and matched word by word, so `max_tokens`, `tokenizer` and
+`key_prefix` are not secret while `api_key`, `apiKey`, `AWS_SECRET_ACCESS_KEY`, `X-Auth-Token` and
+`PGPASSWORD` are.
+"""
+from __future__ import annotations
+
+import re
+
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+_SECRET_WORDS = frozenset(
+    {
+        "password", "passwd", "pwd", "passphrase", "secret", "token", "credential",
+        "credentials", "apikey", "authorization", "cookie",
+    }
+)  # fmt: skip
+# Run-together names: PGPASSWORD, APITOKEN, clientsecret, OPENAIAPIKEY.
+_SECRET_SUFFIXES = ("password", "passwd", "token", "secret", "apikey")
+# "key" alone names map keys, sort keys, ...; it is a credential only with one of these before it.
+_KEY_QUALIFIERS = frozenset(
+    {"api", "access", "secret", "private", "auth", "signing", "encryption", "client", "master", "session"}
+)
+
+NAMED_SECRET = "named_secret"  # detector name for values redacted because of their name
+
+
+def is_secret_name(name: str) -> bool:
+    """True when `name` says its value is a credential."""
+    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
+    for i, word in enumerate(words):
+        if word in _SECRET_WORDS or word.endswith(_SECRET_SUFFIXES):
+            return True
+        if word == "key" and i > 0 and words[i - 1] in _KEY_QUALIFIERS:
+            return True
+    return False
