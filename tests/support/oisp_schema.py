@@ -31,7 +31,8 @@ def _is_rfc3339(value: object) -> bool:
     if not _RFC3339.match(value):
         return False
     text = re.sub(r"[Zz]$", "+00:00", value)
-    text = re.sub(r"\.(\d{6})\d+", r".\1", text)  # fromisoformat takes at most microseconds
+    # fromisoformat (3.9/3.10) takes exactly 3 or 6 fraction digits: pad or cut to microseconds.
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text)
     datetime.datetime.fromisoformat(text.replace("t", "T"))
     return True
 
