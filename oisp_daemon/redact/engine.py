@@ -32,12 +32,13 @@ from .scanner import Scanner
 
 MODES = ("safe", "minimal", "full")
 
-# String values under these keys in `data` are content: prompts, completions, tool input and
-# output, error messages, previews.
+# String values under these keys in `data` (and in `attrs`/`ext`) are content: prompts,
+# completions, tool input and output, error messages, previews. `arguments_raw` is where the
+# event builders keep tool-call arguments that are not a JSON object (attrs.arguments_raw).
 CONTENT_KEYS = frozenset(
     {
         "content", "text", "arguments", "result", "prompt", "input", "output", "query",
-        "description", "system_prompt", "message", "preview", "content_preview",
+        "description", "system_prompt", "message", "preview", "content_preview", "arguments_raw",
     }
 )  # fmt: skip
 # Payloads whose whole structure is user data (tool arguments and results, embedding input):
@@ -93,6 +94,8 @@ class Redactor:
                 out[key] = copy.deepcopy(value)
             elif key == "data" and isinstance(value, dict):
                 out[key] = run.data(value)
+            elif key in ("attrs", "ext") and isinstance(value, dict):
+                out[key] = run.node(value, None)
             elif key == "process" and isinstance(value, dict):
                 out[key] = run.process(value)
             else:

@@ -469,6 +469,17 @@ def test_minimal_mode_tool_arguments():
     assert args["cc"][1]["nested"]["$redacted"]["findings"] == [{"type": "card_number", "count": 1}]
 
 
+def test_raw_tool_arguments_kept_in_attrs_are_content():
+    event = agent_tool_call()
+    event["attrs"] = {"arguments_raw": '{"to": "judy@example.com", "truncat', "parse_error": "bad json"}
+    safe = Redactor("safe").redact_event(event)["attrs"]
+    assert safe["arguments_raw"] == '{"to": "[REDACTED:email]", "truncat'
+    assert safe["parse_error"] == "bad json"
+    minimal = Redactor("minimal").redact_event(event)["attrs"]
+    assert minimal["arguments_raw"].startswith("[REDACTED:policy original_length=")
+    assert minimal["parse_error"] == "bad json"
+
+
 def test_tool_result_text():
     assert Redactor("safe").redact_event(agent_tool_result())["data"]["result"] == (
         "contact [REDACTED:email], card [REDACTED:card_number]"
