@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from oisp_daemon.decode.messages import HttpMessage, HttpRequest, HttpResponse
 from oisp_daemon.events.cost import cost_usd
-from oisp_daemon.events.envelope import Clock, envelope, make_confidence, make_source, new_ulid
+from oisp_daemon.events.context import HostContext
+from oisp_daemon.events.envelope import Clock, derived_envelope, envelope, make_confidence, make_source, new_ulid
 from oisp_daemon.events.finish_reason import normalise_finish_reason
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall
 
@@ -29,14 +29,11 @@ CAPTURE_METHOD = "tls_boundary"
 KEY_PREFIX_MAX = 8
 
 
-@dataclass
-class EventContext:
-    """Envelope context shared by the events of one exchange."""
+HostBlock = Union[HostContext, Dict[str, Any], None]
 
-    clock: Clock
-    host: Optional[Dict[str, Any]] = None
-    process: Optional[Dict[str, Any]] = None
-    actor: Optional[Dict[str, Any]] = None
+
+def _host_block(host: HostBlock) -> Optional[Dict[str, Any]]:
+    return host.as_dict() if isinstance(host, HostContext) else host
 
 
 def short_hash(text: str) -> str:
@@ -113,7 +110,16 @@ def _message(message: Message) -> Dict[str, Any]:
     return block
 
 
-def build_ai_request(info: AiRequestInfo, req: HttpRequest, ctx: EventContext, request_id: Optional[str] = None) -> Dict[str, Any]:
+def build_ai_request(
+    info: AiRequestInfo,
+    req: HttpRequest,
+    *,
+    clock: Clock,
+    host: HostBlock = None,
+    process: Optional[Dict[str, Any]] = None,
+    actor: Optional[Dict[str, Any]] = None,
+    request_id: Optional[str] = None,
+) -> Dict[str, Any]:
     """The `ai.request` event; `request_id` (default: a new one) links the response to it."""
     data: Dict[str, Any] = {
         "request_id": request_id or new_request_id(),
@@ -149,12 +155,12 @@ def build_ai_request(info: AiRequestInfo, req: HttpRequest, ctx: EventContext, r
     event = envelope(
         "ai.request",
         req.ts_start_ns,
-        ctx.clock,
+        clock,
         make_source(CAPTURE_METHOD, "ssl_write"),
         _confidence(req, info.parse_error, ["tls_boundary_capture", "known_endpoint"]),
-        host=ctx.host,
-        actor=ctx.actor,
-        process=ctx.process,
+        host=_host_block(host),
+        actor=actor,
+        process=process,
         data=data,
     )
     _attrs(event, parse_error=info.parse_error)
@@ -199,8 +205,12 @@ def build_ai_response(
     resp_info: AiResponseInfo,
     req: HttpRequest,
     resp: HttpResponse,
-    ctx: EventContext,
+    *,
     request_event: Dict[str, Any],
+    clock: Clock,
+    host: HostBlock = None,
+    process: Optional[Dict[str, Any]] = None,
+    actor: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The `ai.response` event, child of `request_event` (same data.request_id)."""
     model = resp_info.model or info.model
@@ -261,12 +271,12 @@ def build_ai_response(
     event = envelope(
         "ai.response",
         resp.ts_end_ns,
-        ctx.clock,
+        clock,
         make_source(CAPTURE_METHOD, "ssl_read"),
         _confidence(resp, resp_info.parse_error, ["tls_boundary_capture", "known_endpoint"]),
-        host=ctx.host,
-        actor=ctx.actor,
-        process=ctx.process,
+        host=_host_block(host),
+        actor=actor,
+        process=process,
         data=data,
         related=[(request_event["event_id"], "parent")],
     )
@@ -274,8 +284,9 @@ def build_ai_response(
     return event
 
 
-def build_tool_call_events(resp_info: AiResponseInfo, response_event: Dict[str, Any], ctx: EventContext) -> List[Dict[str, Any]]:
-    """One `agent.tool_call` per tool call the model asked for, caused by the `ai.response`.
+def build_tool_call_events(resp_info: AiResponseInfo, response_event: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One `agent.tool_call` per tool call the model asked for, caused by the `ai.response` (whose
+    time, host, actor and process they share).
 
     Arguments are an object when the model produced a JSON object; anything else (truncated or
     invalid JSON, a bare string) is kept raw under attrs, with only its hash in data.
@@ -297,10 +308,9 @@ def build_tool_call_events(resp_info: AiResponseInfo, response_event: Dict[str, 
                 data["arguments"] = parsed
             else:
                 raw_arguments = call.arguments
-        event = envelope(
+        event = derived_envelope(
             "agent.tool_call",
-            response_event["ts_mono"],
-            ctx.clock,
+            response_event,
             make_source(CAPTURE_METHOD, "ssl_read"),
             make_confidence(
                 completeness=response_event["confidence"]["completeness"],
@@ -309,9 +319,6 @@ def build_tool_call_events(resp_info: AiResponseInfo, response_event: Dict[str, 
                 content_source="tls_boundary",
                 process_attribution="direct",
             ),
-            host=ctx.host,
-            actor=ctx.actor,
-            process=ctx.process,
             data=data,
             related=[(response_event["event_id"], "caused_by")],
         )

@@ -91,7 +91,7 @@ class HostContext:
     device_id: Optional[str] = None
 
     @classmethod
-    def detect(
+    def collect(
         cls,
         os_release_paths: Tuple[str, ...] = ("/etc/os-release", "/usr/lib/os-release"),
         machine_id_path: str = "/etc/machine-id",

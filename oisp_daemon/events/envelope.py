@@ -10,7 +10,7 @@ import datetime
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 from oisp_daemon import __version__
 
@@ -158,6 +158,35 @@ def envelope(
     if data is not None:
         event["data"] = data
     if related:
-        links: List[Dict[str, str]] = [{"event_id": eid, "relationship": rel} for eid, rel in related]
-        event["related_events"] = links
+        event["related_events"] = [{"event_id": eid, "relationship": rel} for eid, rel in related]
+    return event
+
+
+def derived_envelope(
+    event_type: str,
+    parent: Dict[str, Any],
+    source: Dict[str, Any],
+    confidence: Dict[str, Any],
+    data: Optional[Dict[str, Any]] = None,
+    related: Optional[Sequence[Tuple[str, str]]] = None,
+) -> Dict[str, Any]:
+    """An event that happened at the same time and place as `parent` (e.g. the tool calls found
+    in a response): its timestamps and host/actor/process blocks (copied), a new id."""
+    event: Dict[str, Any] = {
+        "oisp_version": OISP_VERSION,
+        "event_id": new_ulid(),
+        "event_type": event_type,
+        "ts": parent["ts"],
+    }
+    if "ts_mono" in parent:
+        event["ts_mono"] = parent["ts_mono"]
+    for key in ("host", "actor", "process"):
+        if parent.get(key):
+            event[key] = dict(parent[key])
+    event["source"] = dict(source)
+    event["confidence"] = dict(confidence)
+    if data is not None:
+        event["data"] = data
+    if related:
+        event["related_events"] = [{"event_id": eid, "relationship": rel} for eid, rel in related]
     return event

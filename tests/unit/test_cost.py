@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oisp_daemon.events.ai import EventContext, build_ai_request, build_ai_response
+from oisp_daemon.events.ai import build_ai_request, build_ai_response
 from oisp_daemon.events.cost import cost_usd, model_price
 from oisp_daemon.events.envelope import Clock
 from oisp_daemon.providers.exchange import Usage
@@ -97,8 +97,9 @@ def response_event(fx):
     req, resp = fixture_request(fx), fixture_response(fx)
     info = parse_request(detect_provider(host, None) or fx["provider"], req, host)
     out = parse_response(info, resp)
-    ctx = EventContext(Clock(offset_ns=0))
-    return build_ai_response(info, out, req, resp, ctx, build_ai_request(info, req, ctx))
+    clock = Clock(offset_ns=0)
+    request = build_ai_request(info, req, clock=clock)
+    return build_ai_response(info, out, req, resp, request_event=request, clock=clock)
 
 
 def test_every_parsed_fixture_has_a_pricing_expectation():

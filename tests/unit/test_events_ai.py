@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from oisp_daemon.events.ai import EventContext, auth_info, build_ai_request, build_ai_response, build_tool_call_events, short_hash
+from oisp_daemon.events.ai import auth_info, build_ai_request, build_ai_response, build_tool_call_events, short_hash
+from oisp_daemon.events.context import HostContext
 from oisp_daemon.events.envelope import Clock
 from oisp_daemon.events.finish_reason import normalise_finish_reason
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall
@@ -32,8 +33,8 @@ FIXTURES = fixture_paths(
     "groq-*.json", "mistral-*.json", "openrouter-*.json", "together-*.json",
 )
 OISP_FINISH = {"stop", "length", "tool_calls", "content_filter", "error", "other"}
-CTX = EventContext(
-    Clock(offset_ns=1_700_000_000_000_000_000),
+CTX = dict(
+    clock=Clock(offset_ns=1_700_000_000_000_000_000),
     host={"hostname": "box", "os": "linux", "arch": "x86_64"},
     process={"pid": 4242, "ppid": 1, "name": "python3"},
     actor={"uid": 1000, "user": "alice"},
@@ -45,9 +46,9 @@ def build(fx):
     req, resp = fixture_request(fx), fixture_response(fx)
     info = parse_request(detect_provider(host, None) or fx["provider"], req, host)
     out = parse_response(info, resp)
-    request = build_ai_request(info, req, CTX)
-    response = build_ai_response(info, out, req, resp, CTX, request)
-    return info, out, req, resp, request, response, build_tool_call_events(out, response, CTX)
+    request = build_ai_request(info, req, **CTX)
+    response = build_ai_response(info, out, req, resp, request_event=request, **CTX)
+    return info, out, req, resp, request, response, build_tool_call_events(out, response)
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
@@ -110,6 +111,9 @@ def test_tool_call_events_link_and_carry_arguments():
         assert event["data"]["request_id"] == request["data"]["request_id"]
         assert event["data"]["arguments_hash"] == short_hash(call.arguments)
         assert "attrs" not in event
+        assert (event["ts"], event["ts_mono"]) == (response["ts"], response["ts_mono"])
+        assert (event["host"], event["actor"], event["process"]) == (response["host"], response["actor"], response["process"])
+        assert event["process"] is not response["process"]
 
 
 def test_openai_function_call_arguments_become_an_object():
@@ -133,9 +137,9 @@ def request_info(**values):
 def events_for(info, out, resp=None, req=None):
     req = req or http_request("/v1/chat/completions", {})
     resp = resp or http_response({})
-    request = build_ai_request(info, req, CTX)
-    response = build_ai_response(info, out, req, resp, CTX, request)
-    tools = build_tool_call_events(out, response, CTX)
+    request = build_ai_request(info, req, **CTX)
+    response = build_ai_response(info, out, req, resp, request_event=request, **CTX)
+    tools = build_tool_call_events(out, response)
     for event in [request, response] + tools:
         assert_valid_event(event)
     return request, response, tools
@@ -201,7 +205,7 @@ def test_request_event_fields():
     assert (data["has_images"], data["image_count"], data["tools_count"], data["tool_choice"]) == (True, 2, 0, "auto")
     assert data["parameters"] == {"temperature": 0.5, "max_tokens": 10, "stop": ["x"]}
     assert request["source"]["capture_point"] == "ssl_write" and request["source"]["capture_method"] == "tls_boundary"
-    assert request["process"] == CTX.process and request["actor"] == CTX.actor and request["host"] == CTX.host
+    assert request["process"] == CTX["process"] and request["actor"] == CTX["actor"] and request["host"] == CTX["host"]
 
 
 def test_provider_outside_the_oisp_enum_is_other_with_its_id():
@@ -274,3 +278,10 @@ def test_anthropic_total_tokens_include_cache_tokens():
 )
 def test_normalise_finish_reason(raw, tools, expected):
     assert normalise_finish_reason(raw, tools) == expected
+
+
+def test_host_may_be_given_as_a_host_context():
+    host = HostContext(hostname="box", os="linux", arch="x86_64", kernel_version="6.1.0", os_version="Debian GNU/Linux 12 (bookworm)")
+    event = build_ai_request(request_info(), http_request("/v1/chat/completions", {}), clock=CTX["clock"], host=host)
+    assert event["host"] == host.as_dict()
+    assert_valid_event(event)

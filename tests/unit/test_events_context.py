@@ -34,7 +34,7 @@ def test_host_context_detect(tmp_path):
     release.write_text("PRETTY_NAME='Fedora Linux 40'\n")
     machine_id = tmp_path / "machine-id"
     machine_id.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
-    host = HostContext.detect(os_release_paths=(str(release),), machine_id_path=str(machine_id)).as_dict()
+    host = HostContext.collect(os_release_paths=(str(release),), machine_id_path=str(machine_id)).as_dict()
     assert host["os"] == "linux" and host["os_version"] == "Fedora Linux 40"
     assert host["device_id"] == "822c9a2c-e41d-4b2e-9f9c-627bb48a6b50"
     assert host["kernel_version"] == os.uname().release and host["hostname"]
@@ -42,7 +42,7 @@ def test_host_context_detect(tmp_path):
 
 
 def test_host_context_without_machine_id(tmp_path):
-    host = HostContext.detect(os_release_paths=(str(tmp_path / "none"),), machine_id_path=str(tmp_path / "none")).as_dict()
+    host = HostContext.collect(os_release_paths=(str(tmp_path / "none"),), machine_id_path=str(tmp_path / "none")).as_dict()
     assert "device_id" not in host and "os_version" not in host
 
 

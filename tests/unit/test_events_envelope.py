@@ -12,6 +12,7 @@ from oisp_daemon import __version__
 from oisp_daemon.events.envelope import (
     Clock,
     UlidGenerator,
+    derived_envelope,
     encode_ulid,
     envelope,
     make_confidence,
@@ -126,3 +127,13 @@ def test_envelope_fields_and_schema():
     assert_valid_event(event)
     event["process"]["name"] = "edited"
     assert process["name"] == "python3"  # context blocks are copied
+
+
+def test_derived_envelope_shares_time_and_context_with_its_parent():
+    clock = Clock(offset_ns=0)
+    parent = envelope("ai.response", 99, clock, make_source("tls_boundary", "ssl_read"), make_confidence(), process={"pid": 7}, host={"hostname": "h"})
+    child = derived_envelope("agent.tool_call", parent, make_source("tls_boundary", "ssl_read"), make_confidence(), data={"tool": {"name": "t"}}, related=[(parent["event_id"], "caused_by")])
+    assert (child["ts"], child["ts_mono"], child["process"], child["host"]) == (parent["ts"], 99, {"pid": 7}, {"hostname": "h"})
+    assert child["event_id"] != parent["event_id"] and "actor" not in child
+    assert child["related_events"] == [{"event_id": parent["event_id"], "relationship": "caused_by"}]
+    assert_valid_event(child)
