@@ -37,7 +37,7 @@ def _host_block(host: HostBlock) -> Optional[Dict[str, Any]]:
 
 
 def short_hash(text: str) -> str:
-    """"sha256:" + 16 hex digits: enough to correlate equal values, useless to recover them."""
+    """"sha256:" + 16 hex digits: correlates equal values (keys, prompts) without carrying them."""
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
