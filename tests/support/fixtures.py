@@ -1,4 +1,4 @@
-"""Recorded provider traffic (/work/shared/fixtures/llm, see its README) as the HTTP messages the
+"""Recorded provider traffic (shared/fixtures/llm, see its README) as the HTTP messages the
 decode layer hands to the provider parsers."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any, Dict, List, Tuple
 from urllib.parse import urlsplit
 
 from oisp_daemon.decode.messages import Headers, HttpRequest, HttpResponse
+from tests.support.paths import FIXTURES_DIR
 
-FIXTURE_DIR = Path("/work/shared/fixtures/llm")
+FIXTURE_DIR = FIXTURES_DIR
 # Kernel-monotonic timestamps given to fixture messages: the request is sent at REQUEST_TS, the
 # response starts RESPONSE_DELAY_NS later and each further SSE event (or 4 KiB of a plain body)
 # arrives CHUNK_INTERVAL_NS after the previous one.

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
+from tests.support.paths import FIXTURES_DIR as SHARED_FIXTURES_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The fixtures live in shared/ beside the repository (in /work and in CI's clone alike).
-FIXTURES_DIR = Path(os.environ.get("OISP_FIXTURES_DIR", str(REPO_ROOT.parent / "shared" / "fixtures" / "llm")))
+FIXTURES_DIR = Path(os.environ.get("OISP_FIXTURES_DIR", str(SHARED_FIXTURES_DIR)))
 
 STREAMING_CONTENT_TYPES = (
     "text/event-stream",

@@ -1,4 +1,4 @@
-"""Validate event dicts against the published OISP v0.1 JSON Schema (/work/shared/oisp-spec).
+"""Validate event dicts against the published OISP v0.1 JSON Schema (shared/oisp-spec).
 
 The whole event is checked against envelope.schema.json, then `data` against the $def of its
 event type. ai.schema.json's top-level oneOf cannot be used for that: its four branches are
@@ -11,12 +11,11 @@ import datetime
 import functools
 import json
 import re
-from pathlib import Path
 from typing import Any, Dict, Tuple
 
 from jsonschema import Draft202012Validator, FormatChecker, RefResolver
+from tests.support.paths import SCHEMA_DIR
 
-SCHEMA_DIR = Path("/work/shared/oisp-spec/schema/v0.1")
 ENVELOPE_ID = "https://oisp.dev/schema/v0.1/envelope.schema.json"
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")

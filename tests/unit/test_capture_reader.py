@@ -1,7 +1,7 @@
 """Chunk continuity: lost kernel records become gaps, never silent splices."""
 from __future__ import annotations
 
-from oisp_daemon.capture.reader import StreamAssembler, StreamData, StreamGap
+from oisp_daemon.capture.reader import StreamAssembler
 from oisp_daemon.capture.records import DataChunk
 
 

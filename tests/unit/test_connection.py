@@ -9,10 +9,11 @@ from oisp_daemon.decode import http1
 from oisp_daemon.decode.connection import ConnectionTracker, Exchange
 from oisp_daemon.decode.http1 import MAX_PENDING_RESPONSES
 from oisp_daemon.decode.sse import parse_sse
+from tests.support.paths import FIXTURES_DIR
 
 KEY = (1234, 0x7F0000001000)
 OTHER = (1234, 0x7F0000002000)
-FIXTURE = "/work/shared/fixtures/llm/openai-chat-stream-003.json"
+FIXTURE = str(FIXTURES_DIR / "openai-chat-stream-003.json")
 
 
 def get(target: str) -> bytes:

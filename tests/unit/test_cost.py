@@ -1,12 +1,11 @@
 """Cost from the bundle's model prices: model resolution, cache pricing, unknown models.
 
-Expected costs are computed here from /work/shared/oisp-spec/spec/v0.1/bundle.json itself, not from
+Expected costs are computed here from shared/oisp-spec/spec/v0.1/bundle.json itself, not from
 the package copy the code reads.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,8 +16,9 @@ from oisp_daemon.providers.exchange import Usage
 from oisp_daemon.providers.parse import parse_request, parse_response
 from oisp_daemon.providers.registry import detect_provider
 from tests.support.fixtures import fixture_host, fixture_paths, fixture_request, fixture_response, load_fixture
+from tests.support.paths import BUNDLE_PATH
 
-BUNDLE_MODELS = json.loads(Path("/work/shared/oisp-spec/spec/v0.1/bundle.json").read_text())["models"]
+BUNDLE_MODELS = json.loads(BUNDLE_PATH.read_text())["models"]
 
 # Fixture -> the bundle model whose price applies (response model, its dated snapshot's base, or
 # the request model), or None when the bundle has no price (or the response has no usage).

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from oisp_daemon.decode.http1 import Http1Parser
 from oisp_daemon.decode.messages import HttpRequest
 from oisp_daemon.decode.sse import parse_sse
+from tests.support.paths import FIXTURES_DIR
 
-FIXTURES = "/work/shared/fixtures/llm"
+FIXTURES = str(FIXTURES_DIR)
 MB = 1 << 20
 
 

@@ -9,9 +9,10 @@ import pytest
 
 from oisp_daemon.data import load_table
 from oisp_daemon.providers.registry import detect_provider, provider_auth, split_host_port
+from tests.support.paths import BUNDLE_PATH
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = Path("/work/shared/oisp-spec/spec/v0.1/bundle.json")
+BUNDLE = BUNDLE_PATH
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Redactor on whole OISP events: modes, what counts as content, structure kept, input untouched.
 
-The events are built by hand after /work/shared/oisp-spec/examples/*.json, with secrets planted
+The events are built by hand after shared/oisp-spec/examples/*.json, with secrets planted
 in content, command lines, environment and URLs. Key-shaped values are assembled at run time so
 that secret scanners do not flag this file.
 """
@@ -9,14 +9,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from oisp_daemon.redact import MODES, RedactionConfigError, Redactor
+from tests.support.paths import SCHEMA_DIR
 
 RANDOM = "Xq7Lm2Pz9Rt4Vb8Nc1Kd6Hf3Jg5Ws0Ea"
 OPENAI_KEY = "sk-proj-" + RANDOM * 3
@@ -24,7 +23,7 @@ GOOGLE_KEY = "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"
 AWS_ID = "AKIA" + "IOSFODNN7EXAMPLE"
 GITHUB = "ghp_" + "16C7e42F292c6912E7710c838347Ae178B4a"
 CARD = "4111 1111 1111 1111"
-SPEC = Path(os.environ.get("OISP_SPEC_DIR", "/work/shared/oisp-spec")) / "schema" / "v0.1"
+SPEC = SCHEMA_DIR
 SCHEMA_BASE = "https://oisp.dev/schema/v0.1/"
 
 

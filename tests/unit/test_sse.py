@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oisp_daemon.decode.sse import SseEvent, SseParser, parse_sse
+from tests.support.paths import FIXTURES_DIR
 
-FIXTURES = "/work/shared/fixtures/llm"
+FIXTURES = str(FIXTURES_DIR)
 
 
 def sse_fixture_bodies():
