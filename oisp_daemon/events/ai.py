@@ -16,6 +16,7 @@ from oisp_daemon.events.context import HostContext
 from oisp_daemon.events.envelope import Clock, derived_envelope, envelope, make_confidence, make_source, new_ulid
 from oisp_daemon.events.finish_reason import normalise_finish_reason
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall
+from oisp_daemon.redact.keys import key_fingerprint
 
 # provider_info.name enum of the OISP v0.1 schema; other bundle providers are reported as "other"
 # with their id beside it.
@@ -26,7 +27,6 @@ OISP_PROVIDER_NAMES = frozenset(
     }
 )
 CAPTURE_METHOD = "tls_boundary"
-KEY_PREFIX_MAX = 8
 
 
 HostBlock = Union[HostContext, Dict[str, Any], None]
@@ -46,16 +46,16 @@ def new_request_id() -> str:
 
 
 def auth_info(api_key: Optional[str]) -> Optional[Dict[str, str]]:
-    """OISP auth block: key family prefix (at most 8 characters, and never more than a quarter of
-    a short key) and a hash. Bearer JWTs are OAuth / Entra ID tokens, not API keys."""
+    """OISP auth block: the key's public type prefix and a hash, as the redaction room defines them
+    (one rule for what a prefix may reveal). Bearer JWTs are OAuth / Entra ID tokens, not API keys."""
     if not api_key:
         return None
     is_jwt = api_key.startswith("eyJ") and api_key.count(".") == 2
     auth = {"type": "oauth" if is_jwt else "api_key"}
-    prefix = api_key[: min(KEY_PREFIX_MAX, len(api_key) // 4)]
+    prefix, digest = key_fingerprint(api_key)
     if prefix:
         auth["key_prefix"] = prefix
-    auth["key_hash"] = short_hash(api_key)
+    auth["key_hash"] = digest
     return auth
 
 
@@ -71,10 +71,17 @@ def _provider_block(info: AiRequestInfo, with_account: bool) -> Dict[str, str]:
     return block
 
 
-def _confidence(message: HttpMessage, parse_error: Optional[str], reasons: List[str]) -> Dict[str, Any]:
-    """Full unless the message lost bytes (gap, body limit, ...) or its body could not be parsed."""
+def _confidence(
+    message: HttpMessage, parse_error: Optional[str], reasons: List[str], stream_finished: bool = False
+) -> Dict[str, Any]:
+    """Full unless the message lost bytes (gap, body limit, ...) or its body could not be parsed.
+
+    A stream whose own end marker was read is whole even when the client closed the connection
+    before reading the chunked terminator (the OpenAI SDK does, right after "[DONE]")."""
     limitations = list(message.partial_reasons)
-    if not message.complete and not limitations:
+    if stream_finished and limitations == ["connection_closed"]:
+        limitations = []
+    elif not message.complete and not limitations:
         limitations.append("incomplete")
     if parse_error:
         limitations.append("parse_error")
@@ -273,7 +280,7 @@ def build_ai_response(
         resp.ts_end_ns,
         clock,
         make_source(CAPTURE_METHOD, "ssl_read"),
-        _confidence(resp, resp_info.parse_error, ["tls_boundary_capture", "known_endpoint"]),
+        _confidence(resp, resp_info.parse_error, ["tls_boundary_capture", "known_endpoint"], resp_info.stream_finished),
         host=_host_block(host),
         actor=actor,
         process=process,

@@ -259,6 +259,8 @@ def _messages_stream(out: AiResponseInfo, body: bytes) -> None:
         elif kind == "message_delta":
             finish = as_str(as_dict(data.get("delta")).get("stop_reason")) or finish
             _apply_usage(out.usage, data.get("usage"))
+        elif kind == "message_stop":
+            out.stream_finished = True
         elif kind == "error":
             _set_error(out, stream_error(data.get("error")))
         if produced and out.first_token_offset is None:
@@ -299,6 +301,7 @@ def _complete_stream(out: AiResponseInfo, body: bytes) -> None:
                 if out.first_token_offset is None:
                     out.first_token_offset = event.offset
             finish = as_str(data.get("stop_reason")) or finish
+            out.stream_finished = out.stream_finished or finish is not None
         elif kind == "error":
             _set_error(out, stream_error(data.get("error")))
     _set_text(out, "".join(texts), finish)

@@ -85,4 +85,8 @@ class AiResponseInfo:
     # Offset in the decoded body of the first event that carried output (text or tool call):
     # the decode layer maps it to a kernel timestamp for time to first token.
     first_token_offset: Optional[int] = None
+    # The stream's own end marker was seen ([DONE], message_stop, response.completed): clients
+    # often close the connection right after it, before reading the chunked terminator, and the
+    # response is whole all the same.
+    stream_finished: bool = False
     parse_error: Optional[str] = None

@@ -366,6 +366,7 @@ def _choices_stream(out: AiResponseInfo, body: bytes) -> None:
     _set_choices(out, {i: "".join(parts) for i, parts in texts.items()}, finishes)
     out.tool_calls = [c for c in (calls[key].done() for key in sorted(calls)) if c]
     out.parse_error = events.parse_error()
+    out.stream_finished = events.done_sentinel
 
 
 def _embeddings_response(out: AiResponseInfo, body: Dict[str, Any]) -> None:
@@ -434,6 +435,7 @@ def _responses_stream(out: AiResponseInfo, body: bytes) -> None:
             out.model = out.model or nonempty(as_str(response.get("model")))
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
             _responses_object(out, as_dict(data.get("response")), collected)
+            out.stream_finished = True
         elif kind == "error":
             # The event's own "type" is just "error"; what names the error is its code.
             _set_error(out, stream_error({k: v for k, v in data.items() if k != "type"}))

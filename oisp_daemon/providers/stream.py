@@ -28,10 +28,14 @@ class JsonEvents:
 
     def __init__(self, body: bytes) -> None:
         self.bad = 0
+        self.done_sentinel = False  # OpenAI-style "data: [DONE]" ended the stream
         self._events: List[JsonEvent] = []
         for sse in parse_sse(body):
             data = sse.data.strip()
-            if not data or data == "[DONE]":
+            if data == "[DONE]":
+                self.done_sentinel = True
+                continue
+            if not data:
                 continue
             try:
                 value = json.loads(data)

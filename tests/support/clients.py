@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from tests.support.hostsns import HostsNamespace
-from tests.support.llm_fixtures import REPO_ROOT, Fixture
+from tests.support.llm_fixtures import Fixture
+from tests.support.paths import REPO_ROOT
 
 CLIENTS_DIR = REPO_ROOT / "tests" / "clients"
 # The clients must run on the system CPython (linked to the system libssl the sensor hooks) with

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from tests.support.hostsns import HostsNamespace
-from tests.support.llm_fixtures import FIXTURES_DIR, REPO_ROOT, load_fixtures
+from tests.support.llm_fixtures import FIXTURES_DIR, load_fixtures
+from tests.support.paths import REPO_ROOT
 from tests.support.tls import SERVER_NAMES, TestPki
 
 NON_AI_HOST = "downloads.example.test"

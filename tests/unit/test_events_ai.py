@@ -177,7 +177,9 @@ def test_api_key_never_enters_an_event():
         ("sk-ant-api03-" + "x" * 80, {"type": "api_key", "key_prefix": "sk-ant-a"}),
         ("shortkey12", {"type": "api_key", "key_prefix": "sh"}),
         ("abc", {"type": "api_key"}),
-        ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", {"type": "oauth", "key_prefix": "eyJhbGci"}),
+        ("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", {"type": "oauth", "key_prefix": "eyJh"}),
+        ("sk-" + "a" * 48, {"type": "api_key", "key_prefix": "sk-"}),
+        ("AIzaSy" + "c" * 33, {"type": "api_key", "key_prefix": "AIza"}),
         (None, None),
     ],
 )
@@ -285,3 +287,41 @@ def test_host_may_be_given_as_a_host_context():
     event = build_ai_request(request_info(), http_request("/v1/chat/completions", {}), clock=CTX["clock"], host=host)
     assert event["host"] == host.as_dict()
     assert_valid_event(event)
+
+
+@pytest.mark.parametrize("finished,completeness", [(True, "full"), (False, "partial")])
+def test_stream_closed_after_its_end_marker_is_whole(finished, completeness):
+    # The OpenAI SDK closes the connection right after "[DONE]", before the chunked terminator:
+    # the HTTP layer sees a body cut by the close, but the stream itself ended.
+    resp = http_response(sse_body({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}), content_type="text/event-stream")
+    resp.mark_partial("connection_closed")
+    out = response_info(text="Hi", choice_texts=["Hi"], streaming=True, stream_finished=finished)
+    _, response, _ = events_for(request_info(streaming=True), out, resp=resp)
+    assert response["confidence"]["completeness"] == completeness
+
+
+def test_end_marker_does_not_hide_lost_bytes():
+    resp = http_response(sse_body({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}), content_type="text/event-stream")
+    resp.mark_partial("gap")
+    resp.mark_partial("connection_closed")
+    out = response_info(text="Hi", choice_texts=["Hi"], streaming=True, stream_finished=True)
+    _, response, _ = events_for(request_info(streaming=True), out, resp=resp)
+    assert response["confidence"]["completeness"] == "partial"
+    assert response["confidence"]["limitations"] == ["gap", "connection_closed"]
+
+
+@pytest.mark.parametrize(
+    "name,finished",
+    [("openai-chat-stream-002.json", True), ("anthropic-messages-stream-001.json", True), ("openai-responses-stream-002.json", True)],
+)
+def test_parsers_see_the_stream_end_marker(name, finished):
+    info, out, *_ = build(load_fixture(name))
+    assert out.stream_finished is finished
+
+
+def test_stream_cut_before_its_end_marker_is_not_finished():
+    fx = load_fixture("openai-chat-stream-002.json")
+    resp = fixture_response(fx)
+    resp.body = resp.body[: resp.body.index(b"[DONE]")]
+    info = parse_request("openai", fixture_request(fx), "api.openai.com")
+    assert parse_response(info, resp).stream_finished is False

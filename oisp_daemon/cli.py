@@ -1,0 +1,48 @@
+"""`oisp-sensor` command line: record (foreground capture); the daemon commands come later."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .config.load import ConfigError, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oisp-sensor",
+        description="Zero-instrumentation observability for AI traffic (eBPF, OISP v0.1 events).",
+    )
+    parser.add_argument("--version", action="version", version=f"oisp-sensor {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="capture in the foreground and write events to a JSONL file")
+    rec.add_argument("-o", "--output", help="JSONL file to append events to (default: ./oisp-events-<time>.jsonl)")
+    rec.add_argument("-c", "--config", help="YAML configuration file")
+    rec.add_argument("--comm", help="capture only processes with this command name (as in ps -o comm)")
+    rec.add_argument("--pid", type=int, default=0, help="capture only this process id")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="oisp-sensor: %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "record":
+        from .record import RecordOptions, run
+
+        try:
+            config = load([args.config] if args.config else [])
+        except ConfigError as exc:
+            print(f"oisp-sensor record: bad configuration:\n{exc}", file=sys.stderr)
+            return 1
+        return run(RecordOptions(output=args.output, config=config, comm=args.comm, pid=args.pid))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

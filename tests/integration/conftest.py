@@ -1,0 +1,138 @@
+"""The sensor under test: `oisp-sensor record` started for real, as a separate root process.
+
+One sensor serves the whole session (BPF compilation is paid once); every test tells its own
+events apart by the pid of the client it ran. Under CI=true a sensor that cannot start fails the
+tests instead of skipping them: a green CI must mean the eBPF path really ran.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def cannot_run(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"BPF test cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+class Sensor:
+    """A running `oisp-sensor record` and the JSONL file it writes."""
+
+    def __init__(self, proc: subprocess.Popen, output: Path) -> None:
+        self.proc = proc
+        self.output = output
+        self.log: List[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any("events ->" in line for line in self.log):
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the reader collect the last lines
+                raise RuntimeError(f"sensor exited with {self.proc.returncode}:\n{''.join(self.log)}")
+            time.sleep(0.05)
+        raise RuntimeError(f"sensor not ready after {timeout}s:\n{''.join(self.log)}")
+
+    def events(self) -> List[Dict[str, Any]]:
+        if not self.output.exists():
+            return []
+        with self.output.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.endswith("\n")]
+
+    def events_of(self, pid: int) -> List[Dict[str, Any]]:
+        return [e for e in self.events() if e.get("process", {}).get("pid") == pid]
+
+    def wait_for(
+        self, predicate: Callable[[List[Dict[str, Any]]], bool], pid: Optional[int] = None, timeout: float = 20
+    ) -> List[Dict[str, Any]]:
+        """Events (of `pid`, if given) once `predicate` holds for them; fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events_of(pid) if pid is not None else self.events()
+            if predicate(events):
+                return events
+            if self.proc.poll() is not None:
+                pytest.fail(f"sensor died ({self.proc.returncode}):\n{''.join(self.log)}")
+            if time.monotonic() > deadline:
+                kinds = [e["event_type"] for e in events]
+                pytest.fail(f"timed out waiting for events; have {kinds}\nsensor log:\n{''.join(self.log[-30:])}")
+            time.sleep(0.1)
+
+    def wait_for_types(self, pid: int, **counts: int) -> List[Dict[str, Any]]:
+        """Wait until the pid has at least these many events per type (ai_request=1, ...)."""
+        want = {k.replace("_", ".", 1): v for k, v in counts.items()}
+
+        def enough(events: List[Dict[str, Any]]) -> bool:
+            return all(sum(e["event_type"] == t for e in events) >= n for t, n in want.items())
+
+        return self.wait_for(enough, pid=pid)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+
+def start_sensor(workdir: Path, extra_args: List[str] = (), config: str = "") -> Sensor:
+    if os.geteuid() != 0:
+        cannot_run("the sensor needs root to load eBPF programs")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        cannot_run("bcc's Python bindings (python3-bpfcc) are not installed")
+    output = workdir / "events.jsonl"
+    cfg = workdir / "config.yaml"
+    cfg.write_text(f"paths:\n  cache_dir: {workdir / 'cache'}\n{config}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oisp_daemon.cli", "record", "--output", str(output), "--config", str(cfg), *extra_args],
+        cwd=str(ROOT),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sensor = Sensor(proc, output)
+    try:
+        sensor.wait_ready()
+    except RuntimeError as exc:
+        sensor.stop()
+        pytest.fail(str(exc))
+    return sensor
+
+
+@pytest.fixture(scope="session")
+def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
+    """The session's sensor; on teardown it must stop cleanly and have logged no traceback."""
+    running = start_sensor(tmp_path_factory.mktemp("sensor"))
+    yield running
+    code = running.stop()
+    log = "".join(running.log)
+    assert code == 0, f"sensor exited with {code}:\n{log}"
+    assert "Traceback" not in log, f"sensor logged an exception:\n{log}"
