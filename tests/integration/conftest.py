@@ -136,3 +136,20 @@ def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     log = "".join(running.log)
     assert code == 0, f"sensor exited with {code}:\n{log}"
     assert "Traceback" not in log, f"sensor logged an exception:\n{log}"
+
+
+@pytest.fixture(scope="module")
+def module_server(test_pki, tmp_path_factory: pytest.TempPathFactory):
+    """One replay server for a module's many client runs (each test still gets its own pid)."""
+    from tests.support.replay_process import start_replay_server
+
+    server = start_replay_server(test_pki, tmp_path_factory.mktemp("replay"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_hosts(module_server, tmp_path_factory: pytest.TempPathFactory):
+    return module_server.hosts_namespace(tmp_path_factory.mktemp("hosts"))
