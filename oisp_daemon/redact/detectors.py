@@ -176,7 +176,7 @@ def jwt_header_valid(segment: str) -> bool:
 
 # --- AWS secret access key ----------------------------------------------------------------------
 
-_AWS_CONTEXT = re.compile(r"(?i:(?<![a-z])aws|secret.?access)|AKIA|ASIA")
+_AWS_CONTEXT = re.compile(r"(?i:(?<![a-z])aws(?![a-z])|secret.?access)|AKIA|ASIA")
 _AWS_WINDOW = 100
 _HEX = re.compile(r"[0-9a-fA-F]+")
 

@@ -251,6 +251,16 @@ def test_aws_secret_needs_context_within_window():
     assert findings(AWS_SECRET + " is the AWS secret") == [("aws_secret_access_key", AWS_SECRET)]
 
 
+@pytest.mark.parametrize("anchor", ["AWS_SECRET_ACCESS_KEY=", "aws: ", "awsSecretAccessKey: ", "export AWS "])
+def test_aws_secret_context_is_a_word_or_a_label(anchor):
+    assert findings(anchor + AWS_SECRET) == [("aws_secret_access_key", AWS_SECRET)]
+
+
+def test_aws_inside_a_random_word_is_no_context():
+    # Seen in 4 MiB of random text: "...x.AwSxLv0k..." made the next 40-char token a "secret".
+    assert findings("AwSxLv0kZeReVo " + AWS_SECRET) == []
+
+
 def test_card_and_phone_do_not_double_report():
     assert findings("4111 1111 1111 1111") == [("card_number", "4111 1111 1111 1111")]
 
