@@ -244,7 +244,7 @@ AWS_ACCESS_KEY_ID = Detector(
 )
 AWS_SECRET_ACCESS_KEY = Detector(
     "aws_secret_access_key",
-    re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+    re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
     _aws_secret_in_context,
     hints=("AKIA", "ASIA", "aws", "AWS", "Aws", "ecret", "ECRET"),
 )
