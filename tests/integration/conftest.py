@@ -100,7 +100,9 @@ class Sensor:
         return self.proc.returncode
 
 
-def start_sensor(workdir: Path, extra_args: List[str] = (), config: str = "") -> Sensor:
+def start_sensor(
+    workdir: Path, extra_args: List[str] = (), config: str = "", env: Optional[Dict[str, str]] = None
+) -> Sensor:
     if os.geteuid() != 0:
         cannot_run("the sensor needs root to load eBPF programs")
     try:
@@ -117,6 +119,7 @@ def start_sensor(workdir: Path, extra_args: List[str] = (), config: str = "") ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, **(env or {})),
     )
     sensor = Sensor(proc, output)
     try:

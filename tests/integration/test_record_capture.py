@@ -169,3 +169,21 @@ def test_message_over_the_memory_bound_becomes_a_partial_event(tmp_path, module_
         assert_valid_event(event)
         assert event["confidence"]["completeness"] == "partial"
         assert "body_limit" in event["confidence"]["limitations"]
+
+
+def test_ready_is_sent_to_notify_socket_once_probes_are_attached(tmp_path):
+    import socket
+
+    from tests.integration.conftest import start_sensor
+
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(path)
+        notify.settimeout(30)
+        own = start_sensor(tmp_path, env={"NOTIFY_SOCKET": path})
+        try:
+            assert notify.recv(4096) == b"READY=1"
+            assert any("recording TLS traffic" in line for line in own.log)  # READY after attach
+        finally:
+            assert own.stop() == 0
+        assert notify.recv(4096) == b"STOPPING=1"

@@ -7,6 +7,7 @@ parsing the recording) is what the events must report, field by field.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -134,5 +135,9 @@ def test_curl_exchange_is_recorded(name, sensor, module_server, module_hosts, te
     # Some recordings kept no credential header at all; curl then sends none.
     credential = any(v == "REDACTED" for k, v in fx.request_headers.items() if k.lower() in ("authorization", "x-api-key"))
     check_against_recording(fx, request, response, tools, result.pid, credential)
-    assert response["process"]["exe"] == "/usr/bin/curl"
-    assert response["process"]["name"] == "curl"
+    process, actor = response["process"], response["actor"]
+    assert process["exe"] == "/usr/bin/curl" and process["name"] == "curl"
+    assert process["cmdline"].startswith("curl -sS --http1.1")
+    # unshare and sh exec in place, so curl's parent is this test process (from the fork tracepoint).
+    assert process["ppid"] == os.getpid()
+    assert actor["uid"] == 0 and actor["user"] == "root"
