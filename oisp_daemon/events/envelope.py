@@ -150,16 +150,7 @@ def envelope(
         "ts": clock.rfc3339(ts_mono_ns),
         "ts_mono": ts_mono_ns,
     }
-    for key, block in (("host", host), ("actor", actor), ("process", process)):
-        if block:
-            event[key] = dict(block)
-    event["source"] = dict(source)
-    event["confidence"] = dict(confidence)
-    if data is not None:
-        event["data"] = data
-    if related:
-        event["related_events"] = [{"event_id": eid, "relationship": rel} for eid, rel in related]
-    return event
+    return _fill(event, source, confidence, data, related, host=host, actor=actor, process=process)
 
 
 def derived_envelope(
@@ -180,9 +171,23 @@ def derived_envelope(
     }
     if "ts_mono" in parent:
         event["ts_mono"] = parent["ts_mono"]
-    for key in ("host", "actor", "process"):
-        if parent.get(key):
-            event[key] = dict(parent[key])
+    context = {key: parent.get(key) for key in ("host", "actor", "process")}
+    return _fill(event, source, confidence, data, related, **context)
+
+
+def _fill(
+    event: Dict[str, Any],
+    source: Dict[str, Any],
+    confidence: Dict[str, Any],
+    data: Optional[Dict[str, Any]],
+    related: Optional[Sequence[Tuple[str, str]]],
+    **context: Optional[Dict[str, Any]],
+) -> Dict[str, Any]:
+    """The parts every event has after its id and time: context blocks (copied), provenance,
+    payload and links."""
+    for key, block in context.items():
+        if block:
+            event[key] = dict(block)
     event["source"] = dict(source)
     event["confidence"] = dict(confidence)
     if data is not None:

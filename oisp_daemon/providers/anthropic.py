@@ -7,25 +7,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
-from oisp_daemon.providers.credentials import fill_credentials
-from oisp_daemon.providers.endpoint import endpoint_url, request_path
-from oisp_daemon.providers.errors import ErrorInfo, http_error, stream_error
+from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.fields import (
     as_dict,
     as_int,
     as_list,
     as_str,
-    load_json_object,
     nonempty,
-    salvage_string,
-    salvage_true,
 )
+from oisp_daemon.providers.parsing import Route, route_post, set_error, start_request, start_response
 from oisp_daemon.providers.prompt import content_text, make_message, sampling_parameters
-from oisp_daemon.providers.stream import JsonEvents, is_event_stream
+from oisp_daemon.providers.stream import JsonEvents
 
 API_MESSAGES = "anthropic.messages"
 API_COMPLETE = "anthropic.complete"
@@ -37,12 +33,9 @@ _TOOL_CALL_BLOCKS = ("tool_use", "server_tool_use")
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "specific", "none": "none"}
 
 
-def route(method: str, target: str) -> Optional[Tuple[str, str]]:
+def route(method: str, target: str) -> Optional[Route]:
     """(api, request_type) for a Messages / Complete call; None for count_tokens, batches, models..."""
-    if method.upper() != "POST":
-        return None
-    match = _ROUTE.match(request_path(target))
-    return _APIS[match.group(1)] if match else None
+    return route_post(_ROUTE, _APIS, method, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,18 +46,10 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     found = route(req.method, req.target)
     if found is None:
         return None
-    api, request_type = found
-    info = AiRequestInfo(provider=provider, api=api, request_type=request_type, endpoint=endpoint_url(host, req.target))
-    fill_credentials(info, req.headers)
-    body, error = load_json_object(req.body)
-    if error:
-        info.parse_error = error
-        info.model = salvage_string(req.body, "model")
-        info.streaming = salvage_true(req.body, "stream")
+    info, body = start_request(provider, req, host, found)
+    if body is None:
         return info
-    info.model = as_str(body.get("model"))
-    info.streaming = body.get("stream") is True
-    if api == API_MESSAGES:
+    if info.api == API_MESSAGES:
         _messages_request(info, body)
     else:
         prompt = as_str(body.get("prompt"))
@@ -135,31 +120,19 @@ def _request_messages(raw: Dict[str, Any]) -> List[Message]:
 
 
 def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
-    out = AiResponseInfo(status_code=resp.status, success=200 <= resp.status < 300)
-    out.streaming = is_event_stream(resp, info.streaming)
-    out.provider_request_id = resp.header("request-id")
-    if resp.status >= 400 or not out.streaming:
-        body, error = load_json_object(resp.body)
-        if resp.status >= 400:
-            _set_error(out, http_error(resp.status, body, resp.headers))
-        elif error:
-            out.parse_error = error
-            out.model = salvage_string(resp.body, "model")
-        elif info.api == API_MESSAGES:
+    out, body = start_response(info, resp, ("request-id",))
+    if body is not None:
+        if info.api == API_MESSAGES:
             _message_object(out, body)
         else:
             _completion_object(out, body)
-    elif info.api == API_MESSAGES:
-        _messages_stream(out, resp.body)
-    else:
-        _complete_stream(out, resp.body)
+    elif out.streaming and out.success:
+        if info.api == API_MESSAGES:
+            _messages_stream(out, resp.body)
+        else:
+            _complete_stream(out, resp.body)
     out.model = out.model or info.model
     return out
-
-
-def _set_error(out: AiResponseInfo, error: ErrorInfo) -> None:
-    out.success = False
-    out.error_type, out.error_message, out.error_code = error
 
 
 def _set_text(out: AiResponseInfo, text: Optional[str], finish: Optional[str]) -> None:
@@ -208,7 +181,7 @@ def _message_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
     _set_text(out, "".join(texts), as_str(body.get("stop_reason")))
     _apply_usage(out.usage, body.get("usage"))
     if body.get("type") == "error":  # an error object with a 2xx status
-        _set_error(out, stream_error(body.get("error")))
+        set_error(out, stream_error(body.get("error")))
 
 
 class _Block:
@@ -262,7 +235,7 @@ def _messages_stream(out: AiResponseInfo, body: bytes) -> None:
         elif kind == "message_stop":
             out.stream_finished = True
         elif kind == "error":
-            _set_error(out, stream_error(data.get("error")))
+            set_error(out, stream_error(data.get("error")))
         if produced and out.first_token_offset is None:
             out.first_token_offset = event.offset
     texts = []
@@ -303,6 +276,6 @@ def _complete_stream(out: AiResponseInfo, body: bytes) -> None:
             finish = as_str(data.get("stop_reason")) or finish
             out.stream_finished = out.stream_finished or finish is not None
         elif kind == "error":
-            _set_error(out, stream_error(data.get("error")))
+            set_error(out, stream_error(data.get("error")))
     _set_text(out, "".join(texts), finish)
     out.parse_error = events.parse_error()

@@ -13,22 +13,19 @@ import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
-from oisp_daemon.providers.credentials import fill_credentials
-from oisp_daemon.providers.endpoint import endpoint_url, request_path
-from oisp_daemon.providers.errors import ErrorInfo, http_error, stream_error
+from oisp_daemon.providers.endpoint import request_path
+from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.fields import (
     as_dict,
     as_int,
     as_list,
     as_str,
-    load_json_object,
     nonempty,
-    salvage_string,
-    salvage_true,
 )
+from oisp_daemon.providers.parsing import Route, route_post, set_error, start_request, start_response
 from oisp_daemon.providers.prompt import make_message, sampling_parameters, system_prompt
-from oisp_daemon.providers.stream import JsonEvents, is_event_stream
+from oisp_daemon.providers.stream import JsonEvents
 
 API_CHAT = "openai.chat_completions"
 API_COMPLETIONS = "openai.completions"
@@ -57,12 +54,9 @@ _BUILTIN_TOOL_TYPES = {
 _RESPONSE_ID_HEADERS = ("x-request-id", "apim-request-id")
 
 
-def route(method: str, target: str) -> Optional[Tuple[str, str]]:
+def route(method: str, target: str) -> Optional[Route]:
     """(api, request_type) for an OpenAI-style API call, None for anything else (GET /v1/models...)."""
-    if method.upper() != "POST":
-        return None
-    match = _ROUTE.match(request_path(target))
-    return _APIS[match.group(1)] if match else None
+    return route_post(_ROUTE, _APIS, method, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,17 +67,9 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     found = route(req.method, req.target)
     if found is None:
         return None
-    api, request_type = found
-    info = AiRequestInfo(provider=provider, api=api, request_type=request_type, endpoint=endpoint_url(host, req.target))
-    fill_credentials(info, req.headers)
-    body, error = load_json_object(req.body)
-    if error:
-        info.parse_error = error
-        info.model = salvage_string(req.body, "model")
-        info.streaming = salvage_true(req.body, "stream")
-    else:
-        info.model = as_str(body.get("model"))
-        info.streaming = body.get("stream") is True
+    info, body = start_request(provider, req, host, found)
+    if body is not None:
+        api = info.api
         if api == API_CHAT:
             _chat_request(info, body)
         elif api == API_COMPLETIONS:
@@ -190,34 +176,21 @@ def _responses_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
 
 
 def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
-    out = AiResponseInfo(status_code=resp.status, success=200 <= resp.status < 300, model=None)
-    out.streaming = is_event_stream(resp, info.streaming)
-    for name in _RESPONSE_ID_HEADERS:
-        out.provider_request_id = out.provider_request_id or resp.header(name)
-    if resp.status >= 400 or not out.streaming:
-        body, error = load_json_object(resp.body)
-        if resp.status >= 400:
-            _set_error(out, http_error(resp.status, body, resp.headers))
-        elif error:
-            out.parse_error = error
-            out.model = salvage_string(resp.body, "model")
-        elif info.api == API_EMBEDDINGS:
+    out, body = start_response(info, resp, _RESPONSE_ID_HEADERS)
+    if body is not None:
+        if info.api == API_EMBEDDINGS:
             _embeddings_response(out, body)
         elif info.api == API_RESPONSES:
             _responses_object(out, body, _Collected())
         else:
             _choices_response(out, body)
-    elif info.api == API_RESPONSES:
-        _responses_stream(out, resp.body)
-    else:
-        _choices_stream(out, resp.body)
+    elif out.streaming and out.success:
+        if info.api == API_RESPONSES:
+            _responses_stream(out, resp.body)
+        else:
+            _choices_stream(out, resp.body)
     out.model = out.model or info.model
     return out
-
-
-def _set_error(out: AiResponseInfo, error: ErrorInfo) -> None:
-    out.success = False
-    out.error_type, out.error_message, out.error_code = error
 
 
 def _usage(raw: Any, input_key: str, output_key: str) -> Usage:
@@ -323,7 +296,7 @@ def _choices_stream(out: AiResponseInfo, body: bytes) -> None:
     for event in events:
         chunk = event.data
         if chunk.get("error"):  # OpenRouter & co. report a failure mid-stream in a chunk
-            _set_error(out, stream_error(chunk["error"]))
+            set_error(out, stream_error(chunk["error"]))
         stream_id = stream_id or as_str(chunk.get("id"))
         out.model = out.model or nonempty(as_str(chunk.get("model")))
         usage = chunk.get("usage") or as_dict(chunk.get("x_groq")).get("usage")
@@ -438,7 +411,7 @@ def _responses_stream(out: AiResponseInfo, body: bytes) -> None:
             out.stream_finished = True
         elif kind == "error":
             # The event's own "type" is just "error"; what names the error is its code.
-            _set_error(out, stream_error({k: v for k, v in data.items() if k != "type"}))
+            set_error(out, stream_error({k: v for k, v in data.items() if k != "type"}))
         if produced and out.first_token_offset is None:
             out.first_token_offset = event.offset
     if out.text is None and collected.text:
@@ -465,7 +438,7 @@ def _responses_object(out: AiResponseInfo, response: Dict[str, Any], collected: 
     if isinstance(response.get("usage"), dict):
         out.usage = _usage(response["usage"], "input_tokens", "output_tokens")
     if response.get("error"):
-        _set_error(out, stream_error(response["error"]))
+        set_error(out, stream_error(response["error"]))
     texts: List[str] = []
     calls: List[ToolCall] = []
     for item in as_list(response.get("output")):
