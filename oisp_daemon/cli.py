@@ -7,7 +7,8 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config.load import ConfigError, load
+from .config.defaults import CONFIG_FILE, DROPIN_DIR
+from .config.load import ConfigError, load, system_files
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("-c", "--config", help="YAML configuration file")
     rec.add_argument("--comm", help="capture only processes with this command name (as in ps -o comm)")
     rec.add_argument("--pid", type=int, default=0, help="capture only this process id")
+    run = sub.add_parser("run", help="run the daemon (under systemd: Type=notify)")
+    run.add_argument("-c", "--config", default=CONFIG_FILE, help=f"configuration file (default {CONFIG_FILE}; its config.d/ applies too)")
+    check = sub.add_parser("check-config", help="validate configuration files; exit 1 naming file, key and problem")
+    check.add_argument("files", nargs="*", help=f"files to check (default: {CONFIG_FILE} and {DROPIN_DIR}/*.yaml)")
     return parser
 
 
@@ -41,7 +46,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"oisp-sensor record: bad configuration:\n{exc}", file=sys.stderr)
             return 1
         return run(RecordOptions(output=args.output, config=config, comm=args.comm, pid=args.pid))
+    if args.command == "run":
+        from .service import run as run_daemon
+
+        return run_daemon(args.config)
+    if args.command == "check-config":
+        return check_config(args.files)
     return 2
+
+
+def check_config(files: List[str]) -> int:
+    """Validate files (each alone and merged, with OISP_* overrides) as the daemon would."""
+    files = files or system_files()
+    try:
+        load(files)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"configuration OK ({', '.join(files) or 'built-in defaults only'})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The one-way flow from captured records to exported events.
 
 capture records -> stream assembly (gaps) -> HTTP per connection -> provider parsing
--> OISP events (with process and host context) -> redaction -> sinks.
+-> OISP events (with process and host context) -> `emit` (redaction and sinks are the
+consumer's: each session redacts with its own mode).
 
 Runs on one thread (the consumer of the ring reader's queue): every stage keeps per-connection
 state, and a single owner makes that state safe without locks.
@@ -22,12 +23,11 @@ from .events.envelope import Clock
 from .providers import parse_request, parse_response
 from .providers.exchange import AiRequestInfo
 from .providers.registry import detect_provider
-from .redact.engine import Redactor
 
 log = logging.getLogger(__name__)
 
 ConnKey = Tuple[int, int]
-Sink = Callable[[Dict[str, Any]], None]
+Emit = Callable[[Dict[str, Any]], None]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class PipelineStats:
     ai_requests: int = 0
     ai_responses: int = 0
     events: int = 0
-    sink_errors: int = 0
+    emit_errors: int = 0
     counters: Dict[str, int] = field(default_factory=dict)
 
 
@@ -63,8 +63,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        sinks: List[Sink],
-        redactor: Redactor,
+        emit: Emit,
         provider_hosts: Dict[str, str],
         max_message_bytes: int,
         idle_timeout_s: float,
@@ -73,8 +72,7 @@ class Pipeline:
         host: Optional[HostContext] = None,
         processes: Optional[ProcessCache] = None,
     ) -> None:
-        self.sinks = sinks
-        self.redactor = redactor
+        self.emit = emit
         self.provider_hosts = provider_hosts
         self.ignore_connection = ignore_connection
         self.clock = clock or Clock()
@@ -225,11 +223,9 @@ class Pipeline:
             self._emit(event)
 
     def _emit(self, event: Dict[str, Any]) -> None:
-        redacted = self.redactor.redact_event(event)
         self.stats.events += 1
-        for sink in self.sinks:
-            try:
-                sink(redacted)
-            except Exception:
-                self.stats.sink_errors += 1
-                log.exception("sink failed; the event still went to the other sinks")
+        try:
+            self.emit(event)
+        except Exception:
+            self.stats.emit_errors += 1
+            log.exception("delivering an event failed; capture goes on")

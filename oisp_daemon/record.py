@@ -18,6 +18,7 @@ from .capture import libraries
 from .capture.loader import CaptureError, CaptureOptions, TlsCapture
 from .capture.reader import RingReader
 from .export.jsonl import JsonlSink
+from .notify import notify
 from .pipeline import Pipeline
 from .progress import Progress
 from .redact.engine import Redactor
@@ -35,15 +36,6 @@ class RecordOptions:
 
 def default_output() -> str:
     return os.path.abspath(time.strftime("oisp-events-%Y%m%d-%H%M%S.jsonl"))
-
-
-def _notify(message: str) -> None:
-    """sd_notify when run under systemd (or a test that plays systemd); silent otherwise."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    import sdnotify  # distro package python3-sdnotify
-
-    sdnotify.SystemdNotifier().notify(message)
 
 
 def run(opts: RecordOptions) -> int:
@@ -76,8 +68,7 @@ def run(opts: RecordOptions) -> int:
     sink = JsonlSink(opts.output or default_output())
     reader = RingReader(capture.poll, capture.open_ring)
     pipeline = Pipeline(
-        sinks=[sink.write],
-        redactor=redactor,
+        emit=lambda event: sink.write(redactor.redact_event(event)),
         provider_hosts=cfg["providers"]["hosts"],
         max_message_bytes=cfg["capture"]["max_message_bytes"],
         idle_timeout_s=cfg["capture"]["idle_timeout_s"],
@@ -95,11 +86,11 @@ def run(opts: RecordOptions) -> int:
     probed = ", ".join(f"{a.target.path} ({len(a.probes)} probes)" for a in attached)
     print(f"oisp-sensor: recording TLS traffic of {probed}", file=sys.stderr)
     print(f"oisp-sensor: events -> {sink.path}", file=sys.stderr, flush=True)
-    _notify("READY=1")
+    notify("READY=1")
     try:
         _consume(reader, pipeline)
     finally:
-        _notify("STOPPING=1")
+        notify("STOPPING=1")
         sink.close()
         lost = capture.lost()
         capture.close()

@@ -140,6 +140,22 @@ class TlsCapture:
             self.attached.append(done)
         return done
 
+    def detach_target(self, attached: Attached) -> None:
+        """Remove a target's uprobes (a binary path taken out of the configuration)."""
+        returns = {symbol: return_fn for symbol, _entry, return_fn in OPENSSL_PROBES}
+        for symbol in attached.probes:
+            try:
+                self._bpf.detach_uprobe(name=attached.target.path, sym=symbol)
+                if returns[symbol]:
+                    self._bpf.detach_uretprobe(name=attached.target.path, sym=symbol)
+            except Exception as exc:  # bcc raises bare Exception
+                log.warning("cannot detach %s from %s: %s", symbol, attached.target.path, exc)
+        self.attached.remove(attached)
+
+    @property
+    def loaded(self) -> bool:
+        return self._bpf is not None
+
     def set_filter(self, pid: int = 0, uid: Optional[int] = None, comm: Optional[str] = None) -> None:
         cfg = FilterCfg()
         cfg.pid = pid or 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -98,6 +99,7 @@ class RingReader:
         self.queue: "queue.Queue[rec.Record]" = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.last_poll = time.monotonic()  # heartbeat: the watchdog wants a poller that turns
         open_ring(self._on_record)
 
     def _on_record(self, ptr: int, size: int) -> None:
@@ -111,6 +113,7 @@ class RingReader:
                 self._poll(100)
             except Exception:  # a poll error must not kill capture silently
                 log.exception("ring buffer poll failed")
+            self.last_poll = time.monotonic()
         self._poll(0)  # last drain: records already in the ring still reach the pipeline
 
     def start(self) -> None:

@@ -21,7 +21,20 @@ _DEFAULTS: Dict[str, Any] = {
         "cache_dir": "/var/cache/oisp-sensor",
         "runtime_dir": "/run/oisp-sensor",
     },
+    "control": {
+        "socket": "/run/oisp-sensor/control.sock",
+        "socket_mode": 0o666,
+        "user_group": "oisp",
+        "admin_group": "oisp-admin",
+    },
+    "dbus": {"enabled": True, "address": "system"},
+    "tail": {"max_buffer": 1000, "replay": 1000},
+    "sessions": [],
+    "watchdog": {"stall_s": 10},
 }
+
+CONFIG_FILE = "/etc/oisp-sensor/config.yaml"
+DROPIN_DIR = "/etc/oisp-sensor/config.d"
 
 
 def defaults() -> Dict[str, Any]:

@@ -1,18 +1,22 @@
 """Load YAML configuration, merge it over the defaults, and validate it.
 
-Maps deep-merge and lists replace, so a drop-in can change one key without restating the rest.
-Errors name the file, the key and the problem: an operator should not need to read code.
+/etc/oisp-sensor/config.yaml, then config.d/*.yaml in lexical order, then OISP_* environment
+overrides. Maps deep-merge and lists replace, so a drop-in can change one key without restating
+the rest. Errors name the file, the key and the problem: an operator should not need to read code.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import jsonschema
 import yaml
 
-from .defaults import defaults
+from .defaults import CONFIG_FILE, DROPIN_DIR, defaults
+
+ENV_PREFIX = "OISP_"  # OISP_CONTROL__SOCKET=/x sets control.socket (value parsed as YAML)
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
 
@@ -58,14 +62,62 @@ def validate(config: Dict[str, Any], origin: str) -> None:
         errors.append(f"{origin}: {key}: {err.message}")
     if errors:
         raise ConfigError("\n".join(errors))
+    _check_patterns(config, origin)
 
 
-def load(paths: Iterable[str]) -> Dict[str, Any]:
-    """Defaults, then each file in order; each file is validated on its own so errors name it."""
+def _check_patterns(config: Dict[str, Any], origin: str) -> None:
+    """Custom redaction regexes must compile: a bad one is a config error naming its source."""
+    from ..redact import RedactionConfigError, Redactor
+
+    redaction = config.get("redaction", {})
+    try:
+        Redactor(redaction.get("mode", "safe"), redaction.get("custom_patterns", []))
+    except RedactionConfigError as exc:
+        raise ConfigError(f"{origin}: redaction.custom_patterns: {exc}") from exc
+
+
+def system_files(config_file: str = CONFIG_FILE, dropin_dir: Optional[str] = None) -> List[str]:
+    """The main file (when it exists) and its drop-ins, in the order they apply."""
+    if dropin_dir is None:
+        dropin_dir = DROPIN_DIR if config_file == CONFIG_FILE else os.path.join(os.path.dirname(config_file), "config.d")
+    files = [config_file] if os.path.exists(config_file) else []
+    return files + sorted(glob.glob(os.path.join(dropin_dir, "*.yaml")))
+
+
+def env_overrides(environ: Mapping[str, str]) -> List[tuple]:
+    """(origin, overlay) for each OISP_SECTION__KEY variable whose section is a config key.
+
+    Deployment tools set endpoints and paths this way without writing files. Variables whose
+    first part is not a top-level key (e.g. OISP_SOCKET, read by oisp-ctl) are not config."""
+    known = set(_schema()["properties"])
+    out = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if parts[0] not in known or not all(parts):
+            continue
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment {name}: not a valid YAML value: {exc}") from exc
+        overlay: Dict[str, Any] = {}
+        node = overlay
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        out.append((f"environment {name}", overlay))
+    return out
+
+
+def load(paths: Iterable[str], environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Defaults, then each file in order, then environment overrides; each source is validated
+    on its own so that an error names it."""
     config = defaults()
-    for path in paths:
-        overlay = read_file(path)
-        validate(deep_merge(defaults(), overlay), path)
+    sources = [(path, read_file(path)) for path in paths]
+    sources += env_overrides(os.environ if environ is None else environ)
+    for origin, overlay in sources:
+        validate(deep_merge(defaults(), overlay), origin)
         deep_merge(config, overlay)
     validate(config, "merged configuration")
     return config

@@ -153,13 +153,15 @@ class Authorizer:
         redaction: Optional[str] = None,
         global_redaction: Optional[str] = None,
         uids: Optional[Iterable[int]] = None,
+        custom_sink: bool = False,
     ) -> None:
         """Raise PermissionDenied unless `caller` may perform `op`.
 
         Context, where the op needs it: `owner_uid` is the uid owning the session (session.start:
         the uid it is started for, default the caller's; session.stop: required); `redaction` and
         `global_redaction` are the session's and the global mode (session.start); `uids` are the
-        uids a tail filter asks for.
+        uids a tail filter asks for; `custom_sink` is a session written to a file the caller chose
+        (the daemon writes as root, so only admins may name the file).
         """
         if op in _READ_OPS:
             return
@@ -169,6 +171,8 @@ class Authorizer:
             self._need_member(caller, "listing sessions")
         elif op == protocol.OP_SESSION_START:
             self._check_session_start(caller, owner_uid, redaction, global_redaction)
+            if custom_sink:
+                self._need_admin(caller, "writing a session to a file of your choice")
         elif op == protocol.OP_SESSION_STOP:
             if owner_uid is None:
                 raise ValueError("session.stop is checked against the session's owner_uid")

@@ -216,3 +216,12 @@ def test_caller_from_uid_without_passwd_entry():
     known = {p.pw_uid for p in pwd.getpwall()}
     uid = next(u for u in range(54321, 60000) if u not in known)
     assert caller_from_uid(uid) == Caller(uid, None, frozenset(), None, None)
+
+
+def test_session_sink_path_of_ones_choosing_needs_admin():
+    auth = Authorizer()
+    member = Caller(uid=1000, gid=1000, groups=frozenset({"alice", "oisp"}), user="alice")
+    with pytest.raises(PermissionDenied, match="writing a session to a file of your choice needs root or membership in group 'oisp-admin'"):
+        auth.check(member, protocol.OP_SESSION_START, custom_sink=True)
+    auth.check(member, protocol.OP_SESSION_START)
+    auth.check(Caller(uid=0, gid=0, groups=frozenset({"root"}), user="root"), protocol.OP_SESSION_START, custom_sink=True)

@@ -1,0 +1,202 @@
+"""The control operations, once, for both transports (as TuneD's controller.py).
+
+Every request is authorized here (authz.py) and then carried out on the daemon; the Unix socket
+and D-Bus modules only translate wire formats and caller identities. Methods are synchronous and
+thread-safe: transports call them from worker threads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Dict, List, Optional, Protocol
+
+from oisp_ctl import protocol
+from oisp_ctl.protocol import E_INVALID_ARGUMENT, ProtocolError
+
+from .. import __version__
+from ..redact import MODES
+from ..sessions.manager import SessionManager
+from .authz import Authorizer, Caller
+from .event_filter import EventFilter
+from .subscribers import Subscriber, SubscriberHub
+
+log = logging.getLogger(__name__)
+
+StateListener = Callable[[str, Dict[str, Any]], None]
+
+
+class Daemon(Protocol):
+    """What the operations need from the running daemon (oisp_daemon.service.Daemon)."""
+
+    sessions: SessionManager
+    hub: SubscriberHub
+
+    def global_redaction(self) -> str: ...
+    def set_global_redaction(self, mode: str) -> None: ...
+    def custom_pattern_count(self) -> int: ...
+    def binary_paths(self) -> List[str]: ...
+    def add_binary_path(self, path: str) -> List[str]: ...
+    def remove_binary_path(self, path: str) -> List[str]: ...
+    def reload(self) -> Optional[str]: ...
+    def status(self) -> Dict[str, Any]: ...
+    def counters(self) -> Dict[str, int]: ...
+    def tail_max_buffer(self) -> int: ...
+
+
+def _arg(args: Dict[str, Any], key: str, kind: type = str) -> Any:
+    value = args.get(key)
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise ProtocolError(E_INVALID_ARGUMENT, f'argument "{key}" must be a non-empty {kind.__name__}')
+    return value
+
+
+class Operations:
+    def __init__(self, daemon: Daemon, authorizer: Authorizer) -> None:
+        self.daemon = daemon
+        self.authorizer = authorizer
+        self.version = __version__
+        self._listeners: List[StateListener] = []
+        self._lock = threading.Lock()  # serialises state changes (sessions, paths, redaction)
+        self._handlers: Dict[str, Callable[[Caller, Dict[str, Any]], Any]] = {
+            protocol.OP_STATUS: self._status,
+            protocol.OP_SESSION_START: self._session_start,
+            protocol.OP_SESSION_STOP: self._session_stop,
+            protocol.OP_SESSION_LIST: self._session_list,
+            protocol.OP_BINARY_PATHS_ADD: self._binary_paths_add,
+            protocol.OP_BINARY_PATHS_REMOVE: self._binary_paths_remove,
+            protocol.OP_BINARY_PATHS_LIST: self._binary_paths_list,
+            protocol.OP_REDACTION_GET: self._redaction_get,
+            protocol.OP_REDACTION_SET: self._redaction_set,
+            protocol.OP_RELOAD: self._reload,
+        }
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def hello(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        protocol.check_hello_args(args)
+        return {
+            "protocol": protocol.PROTOCOL_VERSION,
+            "daemon": f"oisp-sensor/{self.version}",
+            "uid": caller.uid,
+            "groups": sorted(caller.groups),
+            "permissions": self.authorizer.permissions(caller),
+        }
+
+    def call(self, caller: Caller, op: str, args: Dict[str, Any]) -> Any:
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise ProtocolError(protocol.E_UNKNOWN_OP, f"operation {op!r} is not available here")
+        if not isinstance(args, dict):
+            raise ProtocolError(protocol.E_BAD_REQUEST, "arguments must be a JSON object")
+        return handler(caller, args)
+
+    def tail(self, caller: Caller, args: Dict[str, Any]) -> Subscriber:
+        try:
+            event_filter = EventFilter.from_args(args.get("filters") or {})
+        except ValueError as exc:
+            raise ProtocolError(E_INVALID_ARGUMENT, str(exc)) from exc
+        self.authorizer.check(caller, protocol.OP_TAIL, uids=event_filter.uids)
+        since = args.get("since")
+        if since is not None and not isinstance(since, (int, float)):
+            raise ProtocolError(E_INVALID_ARGUMENT, 'argument "since" must be POSIX seconds')
+        max_buffer = args.get("max_buffer") or self.daemon.tail_max_buffer()
+        return self.daemon.hub.subscribe(event_filter, self.authorizer.tail_scope(caller), since, int(max_buffer))
+
+    def untail(self, sub: Subscriber) -> None:
+        self.daemon.hub.unsubscribe(sub)
+
+    def add_state_listener(self, fn: StateListener) -> None:
+        self._listeners.append(fn)
+
+    def counters(self) -> Dict[str, int]:
+        return self.daemon.counters()
+
+    def _announce(self, signal: str, payload: Dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(signal, payload)
+            except Exception:  # a broken listener must not undo the state change
+                log.exception("state listener failed for %s", signal)
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def _status(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        self.authorizer.check(caller, protocol.OP_STATUS)
+        return self.daemon.status()
+
+    def _session_start(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        name = _arg(args, "name")
+        owner = args.get("owner_uid", caller.uid)
+        if not isinstance(owner, int) or owner < 0:
+            raise ProtocolError(E_INVALID_ARGUMENT, 'argument "owner_uid" must be a uid')
+        mode = args.get("redaction")
+        if mode is not None and mode not in MODES:
+            raise ProtocolError(E_INVALID_ARGUMENT, f"unknown redaction mode {mode!r}; use one of {', '.join(MODES)}")
+        global_mode = self.daemon.global_redaction()
+        self.authorizer.check(
+            caller,
+            protocol.OP_SESSION_START,
+            owner_uid=owner,
+            redaction=mode,
+            global_redaction=global_mode,
+            custom_sink=bool((args.get("sink") or {}).get("path")),
+        )
+        spec = {k: args.get(k) for k in ("name", "filters", "redaction", "sink")}
+        with self._lock:
+            session = self.daemon.sessions.start(spec, owner, "runtime", global_mode)
+        self._announce("SessionStarted", {"name": name, "owner_uid": owner})
+        return session.to_dict()
+
+    def _session_stop(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        name = _arg(args, "name")
+        with self._lock:
+            session = self.daemon.sessions.get(name)
+            self.authorizer.check(caller, protocol.OP_SESSION_STOP, owner_uid=session.owner_uid)
+            if session.origin == "config":
+                raise ProtocolError(
+                    protocol.E_CONFLICT,
+                    f"session {name} comes from the configuration; remove it there and run oisp-ctl reload",
+                )
+            self.daemon.sessions.stop(name)
+        self._announce("SessionStopped", {"name": name, "owner_uid": session.owner_uid})
+        return session.to_dict()
+
+    def _session_list(self, caller: Caller, args: Dict[str, Any]) -> List[Dict[str, Any]]:
+        self.authorizer.check(caller, protocol.OP_SESSION_LIST)
+        return [s.to_dict() for s in self.daemon.sessions.list()]
+
+    def _binary_paths_add(self, caller: Caller, args: Dict[str, Any]) -> List[str]:
+        path = _arg(args, "path")
+        self.authorizer.check(caller, protocol.OP_BINARY_PATHS_ADD)
+        with self._lock:
+            return self.daemon.add_binary_path(path)
+
+    def _binary_paths_remove(self, caller: Caller, args: Dict[str, Any]) -> List[str]:
+        path = _arg(args, "path")
+        self.authorizer.check(caller, protocol.OP_BINARY_PATHS_REMOVE)
+        with self._lock:
+            return self.daemon.remove_binary_path(path)
+
+    def _binary_paths_list(self, caller: Caller, args: Dict[str, Any]) -> List[str]:
+        self.authorizer.check(caller, protocol.OP_BINARY_PATHS_LIST)
+        return self.daemon.binary_paths()
+
+    def _redaction_get(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        self.authorizer.check(caller, protocol.OP_REDACTION_GET)
+        return {"mode": self.daemon.global_redaction(), "custom_patterns": self.daemon.custom_pattern_count()}
+
+    def _redaction_set(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        mode = _arg(args, "mode")
+        if mode not in MODES:
+            raise ProtocolError(E_INVALID_ARGUMENT, f"unknown redaction mode {mode!r}; use one of {', '.join(MODES)}")
+        self.authorizer.check(caller, protocol.OP_REDACTION_SET)
+        with self._lock:
+            self.daemon.set_global_redaction(mode)
+        log.info("global redaction set to %s by uid %d", mode, caller.uid)
+        return {"mode": mode, "custom_patterns": self.daemon.custom_pattern_count()}
+
+    def _reload(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
+        self.authorizer.check(caller, protocol.OP_RELOAD)
+        with self._lock:
+            error = self.daemon.reload()
+        return {"reloaded": error is None, "error": error}
