@@ -149,30 +149,56 @@ class _Connection:
         self._greeted = False
         self.caller: Optional[authz.Caller] = None
         self.task: Optional["asyncio.Task[None]"] = None
+        self._serving: Optional["asyncio.Future[None]"] = None
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        tasks: Set["asyncio.Future[None]"] = set()
+        """Serve the connection until the client leaves or shutdown() cuts it; then clean up."""
+        # shutdown() cancels only the serving part, never the clean-up after it
+        self._serving = asyncio.ensure_future(self._serve_requests())
         try:
-            sock = self._writer.get_extra_info("socket")
-            try:
-                # user and group lookups may go to NSS (LDAP, ...): not on the event loop
-                self.caller = await loop.run_in_executor(None, authz.caller_from_socket, sock)
-            except Exception:
-                log.exception("control: cannot identify the peer of a connection; closing it")
-                return
-            tasks = {asyncio.ensure_future(self._read()), asyncio.ensure_future(self._work())}
+            await asyncio.wait([self._serving])
+        finally:
+            self._serving.cancel()
+            # the tails end without an end item: the client left or shutdown() already sent it
+            tails, self._tails = self._tails, []
+            for tail in tails:
+                self._untail(tail)
+                if tail.task is not None:
+                    tail.task.cancel()
+            self._writer.close()
+            pumps = [t.task for t in tails if t.task is not None]
+            if pumps:
+                await asyncio.wait(pumps)
+            await self._wait_closed()
+
+    async def _serve_requests(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self._writer.get_extra_info("socket")
+        try:
+            # user and group lookups may go to NSS (LDAP, ...): not on the event loop
+            self.caller = await loop.run_in_executor(None, authz.caller_from_socket, sock)
+        except Exception:
+            log.exception("control: cannot identify the peer of a connection; closing it")
+            return
+        tasks = {asyncio.ensure_future(self._read()), asyncio.ensure_future(self._work())}
+        try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                exc = task.exception()
-                if exc is not None and not isinstance(exc, ConnectionError):
-                    log.error("control: connection of uid %d failed", self.caller.uid,
-                              exc_info=exc)
         finally:
             for task in tasks:
                 task.cancel()
-            await self._end_tails()
-            self._writer.close()
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, ConnectionError):
+                log.error("control: connection of uid %d failed", self.caller.uid, exc_info=exc)
+
+    async def _wait_closed(self) -> None:
+        # close() flushes what is buffered first; a peer that reads nothing would keep it open
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._writer.transport.abort()
+        except (ConnectionError, OSError):
+            pass
 
     async def shutdown(self) -> None:
         """Server close: end every tail stream with an end item, then cut the connection."""
@@ -181,9 +207,10 @@ class _Connection:
         pumps = [t.task for t in self._tails if t.task is not None]
         if pumps:
             await asyncio.wait(pumps, timeout=CLOSE_TIMEOUT)
+        if self._serving is not None:
+            self._serving.cancel()
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.wait([self.task], timeout=CLOSE_TIMEOUT)
+            await asyncio.wait([self.task])  # its clean-up is bounded by CLOSE_TIMEOUT
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -323,17 +350,6 @@ class _Connection:
                 self._ops.untail(tail.sub)
             except Exception:
                 log.exception("control: untail failed")
-
-    async def _end_tails(self) -> None:
-        """The client left: release every subscriber and stop its stream without an end item."""
-        tails, self._tails = self._tails, []
-        for tail in tails:
-            self._untail(tail)
-            if tail.task is not None:
-                tail.task.cancel()
-        pumps = [t.task for t in tails if t.task is not None]
-        if pumps:
-            await asyncio.wait(pumps)
 
     # -- writing ------------------------------------------------------------------------------
 
