@@ -12,21 +12,28 @@ import time
 import pytest
 
 from oisp_ctl import protocol
-from oisp_daemon.control.subscribers import SubscriberHub
+from oisp_daemon.control.operations import Operations
 from oisp_daemon.control import unix_socket
 from oisp_daemon.control.unix_socket import MAX_TAILS_PER_CONNECTION, start_unix_socket_server
 from tests.support.control_server import RawConnection, ServerThread, event, wait_until
-from tests.support.ops_double import OperationsDouble
+from tests.support.daemon_double import DaemonDouble, make_operations
 
 
 @pytest.fixture
-def hub():
-    return SubscriberHub(replay_size=50)
+def daemon(tmp_path):
+    double = DaemonDouble(str(tmp_path / "state"))
+    yield double
+    double.close()
 
 
 @pytest.fixture
-def ops(hub):
-    return OperationsDouble(hub=hub)
+def hub(daemon):
+    return daemon.hub
+
+
+@pytest.fixture
+def ops(daemon):
+    return make_operations(daemon)
 
 
 @pytest.fixture
@@ -174,14 +181,15 @@ def test_garbage_lines_get_errors_and_the_connection_goes_on(conn):
     assert conn.receive()["ok"] is True
 
 
-def test_an_unexpected_exception_becomes_a_generic_internal_error(sock_path, hub, caplog, connect):
-    class Broken(OperationsDouble):
+def test_an_unexpected_exception_becomes_a_generic_internal_error(sock_path, daemon, caplog,
+                                                                   connect):
+    class Broken(Operations):
         def call(self, caller, op, args):
             if op == protocol.OP_RELOAD:
                 raise RuntimeError("secret detail of the failure")
             return super().call(caller, op, args)
 
-    srv = ServerThread(Broken(hub=hub), sock_path)
+    srv = ServerThread(make_operations(daemon, Broken), sock_path)
     try:
         conn = greeted(connect(sock_path))
         with caplog.at_level(logging.ERROR, logger="oisp_daemon.control.unix_socket"):
@@ -197,16 +205,16 @@ def test_an_unexpected_exception_becomes_a_generic_internal_error(sock_path, hub
         srv.close()
 
 
-def test_a_blocking_operation_does_not_stall_other_connections(sock_path, hub, connect):
+def test_a_blocking_operation_does_not_stall_other_connections(sock_path, daemon, connect):
     release = threading.Event()
 
-    class Slow(OperationsDouble):
+    class Slow(Operations):
         def call(self, caller, op, args):
             if op == protocol.OP_RELOAD:
                 release.wait(10)
             return super().call(caller, op, args)
 
-    srv = ServerThread(Slow(hub=hub), sock_path)
+    srv = ServerThread(make_operations(daemon, Slow), sock_path)
     try:
         slow = greeted(connect(sock_path))
         slow.request(1, protocol.OP_RELOAD)
