@@ -7,7 +7,6 @@ the pipeline thread does in the daemon.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import threading
 import time
@@ -112,7 +111,3 @@ def event(n: int, uid: int = 0, size: int = 0, event_type: str = "ai.response") 
     if size:
         ev["data"]["body"] = "x" * size
     return ev
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
