@@ -114,7 +114,7 @@ def cost(usd: Any) -> str:
         return "$0"
     if value >= 0.01:
         return "$%.4f" % value
-    return "$%.6f" % value
+    return "$%.6f" % value if value >= 0.0000005 else "<$0.000001"
 
 
 def _tokens(usage: Any) -> str:
@@ -159,7 +159,7 @@ def _summary_request(data: Dict[str, Any], paint: _Paint) -> List[str]:
     if data.get("streaming") is True:
         parts.append("stream")
     messages = _num(data.get("messages_count"))
-    if messages is not None:
+    if messages:
         parts.append("%d msg" % messages)
     tools = _num(data.get("tools_count"))
     if tools:
