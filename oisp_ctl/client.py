@@ -110,8 +110,10 @@ class SocketClient:
                 return protocol.reply_result(msg)
 
     def tail(self, args: Dict[str, Any]) -> Iterator[TailItem]:
-        """Start a tail stream; yield its items until its end (or a refusal: ProtocolError)."""
-        request_id = self._send(protocol.OP_TAIL, args)
+        """Start a tail stream now; iterate its items until its end (a refusal: ProtocolError)."""
+        return self._tail_items(self._send(protocol.OP_TAIL, args))
+
+    def _tail_items(self, request_id: int) -> Iterator[TailItem]:
         while True:
             msg = self._receive()
             if msg.get("id") != request_id and msg.get("id") is not None:

@@ -159,6 +159,9 @@ class _Connection:
             await asyncio.wait([self._serving])
         finally:
             self._serving.cancel()
+            if self._serving.done() and not self._serving.cancelled() \
+                    and self._serving.exception() is not None:
+                log.error("control: connection failed", exc_info=self._serving.exception())
             # the tails end without an end item: the client left or shutdown() already sent it
             tails, self._tails = self._tails, []
             for tail in tails:

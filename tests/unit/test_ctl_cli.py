@@ -16,7 +16,7 @@ import pytest
 from oisp_ctl import cli
 from oisp_ctl.cli import main, parse_since
 from tests.support.control_server import ServerThread, event, wait_until
-from tests.support.ctl_as_user import run_ctl_as_nobody
+from tests.support.ctl_as_user import NOBODY, run_ctl_as_nobody
 from tests.support.daemon_double import DaemonDouble, make_operations
 
 
@@ -277,3 +277,20 @@ def test_a_normal_user_is_refused_redaction_set_with_the_group_named(server, pub
                                   "membership in group 'oisp-admin'")
     assert "uid 65534" in done.stderr
     assert daemon.mode == "safe"
+
+
+@needs_root
+def test_a_normal_user_tails_only_their_own_processes(server, public_dir, daemon):
+    daemon.hub.publish(event(0, uid=0))
+    daemon.hub.publish(event(1, uid=NOBODY))
+    done = run_ctl_as_nobody(public_dir, "--socket", server.path, "tail", "--json")
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["event_id"] for line in done.stdout.splitlines()] == ["e1"]
+
+
+@needs_root
+def test_a_normal_user_may_not_ask_for_other_users_events(server, public_dir):
+    done = run_ctl_as_nobody(public_dir, "--socket", server.path, "tail", "--uid", "0")
+    assert done.returncode == 1
+    assert "tailing other users' events (uid 0) needs root or membership in group 'oisp'" \
+        in done.stderr
