@@ -99,8 +99,13 @@ class Operations:
         since = args.get("since")
         if since is not None and not isinstance(since, (int, float)):
             raise ProtocolError(E_INVALID_ARGUMENT, 'argument "since" must be POSIX seconds')
-        max_buffer = args.get("max_buffer") or self.daemon.tail_max_buffer()
-        return self.daemon.hub.subscribe(event_filter, self.authorizer.tail_scope(caller), since, int(max_buffer))
+        # A client may ask for less buffering, never more: the daemon's memory is not its to spend.
+        cap = self.daemon.tail_max_buffer()
+        requested = args.get("max_buffer")
+        if requested is not None and (not isinstance(requested, int) or requested < 1):
+            raise ProtocolError(E_INVALID_ARGUMENT, 'argument "max_buffer" must be a positive integer')
+        max_buffer = min(requested or cap, cap)
+        return self.daemon.hub.subscribe(event_filter, self.authorizer.tail_scope(caller), since, max_buffer)
 
     def untail(self, sub: Subscriber) -> None:
         self.daemon.hub.unsubscribe(sub)

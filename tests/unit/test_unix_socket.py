@@ -384,3 +384,19 @@ def test_start_unix_socket_server_is_a_coroutine_returning_the_server(ops, sock_
 
     asyncio.run(scenario())
     assert not os.path.exists(sock_path)
+
+
+def test_tail_buffer_asked_by_a_client_is_capped_by_the_daemon(tmp_path):
+    from oisp_daemon.control.authz import Authorizer, Caller
+    from oisp_daemon.control.operations import Operations
+    from tests.support.daemon_double import DaemonDouble
+
+    daemon = DaemonDouble(str(tmp_path), max_buffer=100)
+    ops = Operations(daemon, Authorizer())
+    nobody = Caller(uid=65534, gid=65534, groups=frozenset(), user="nobody")
+    sub = ops.tail(nobody, {"max_buffer": 10 ** 9})
+    assert sub.max_buffer == daemon.tail_max_buffer()
+    small = ops.tail(nobody, {"max_buffer": 3})
+    assert small.max_buffer == 3
+    with pytest.raises(protocol.ProtocolError, match="max_buffer"):
+        ops.tail(nobody, {"max_buffer": -1})
