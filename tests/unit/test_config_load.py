@@ -48,3 +48,47 @@ def test_broken_yaml_is_a_clear_error(tmp_path, text, needle):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load([str(tmp_path / "nope.yaml")])
+
+
+def test_dropins_apply_after_the_main_file_in_lexical_order(tmp_path):
+    from oisp_daemon.config.load import system_files
+
+    main = write(tmp_path, "config.yaml", "capture:\n  idle_timeout_s: 10\n")
+    (tmp_path / "config.d").mkdir()
+    write(tmp_path / "config.d", "20-b.yaml", "capture:\n  idle_timeout_s: 30\n")
+    write(tmp_path / "config.d", "10-a.yaml", "capture:\n  idle_timeout_s: 20\n  ring_buffer_mb: 4\n")
+    write(tmp_path / "config.d", "notes.txt", "not yaml config\n")
+    files = system_files(main)
+    assert [f.rsplit("/", 1)[1] for f in files] == ["config.yaml", "10-a.yaml", "20-b.yaml"]
+    cfg = load(files, environ={})
+    assert cfg["capture"]["idle_timeout_s"] == 30 and cfg["capture"]["ring_buffer_mb"] == 4
+
+
+def test_missing_main_file_leaves_only_dropins(tmp_path):
+    from oisp_daemon.config.load import system_files
+
+    assert system_files(str(tmp_path / "config.yaml")) == []
+
+
+def test_environment_overrides_win_and_are_validated():
+    cfg = load([], environ={"OISP_CONTROL__SOCKET": "/tmp/s.sock", "OISP_DBUS__ENABLED": "false", "OISP_SOCKET": "/ignored"})
+    assert cfg["control"]["socket"] == "/tmp/s.sock" and cfg["dbus"]["enabled"] is False
+    with pytest.raises(ConfigError, match=r"environment OISP_TAIL__REPLAY: tail\.replay: -1 is less than the minimum"):
+        load([], environ={"OISP_TAIL__REPLAY": "-1"})
+
+
+def test_bad_custom_redaction_pattern_names_its_file(tmp_path):
+    bad = write(tmp_path, "p.yaml", "redaction:\n  custom_patterns:\n    - {name: ticket, regex: 'T-('}\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: redaction\.custom_patterns: .*'ticket'"):
+        load([bad], environ={})
+
+
+def test_check_config_command_exit_codes(tmp_path, capsys):
+    from oisp_daemon.cli import main
+
+    good = write(tmp_path, "good.yaml", "sessions:\n  - name: fleet\n    filters: {types: ['ai.*']}\n")
+    assert main(["check-config", good]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+    bad = write(tmp_path, "bad.yaml", "sessions:\n  - name: 'no spaces allowed'\n")
+    assert main(["check-config", good, bad]) == 1
+    assert "bad.yaml: sessions.0.name: 'no spaces allowed' does not match" in capsys.readouterr().err
