@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set the machine up, then run `oisp-sensor record` from the venv with the given arguments.
+# Set the machine up, then run `oisp-sensor record` from the venv with the given arguments, in
+# the caller's directory (the default events file is ./oisp-events-<time>.jsonl there).
 # Set-up messages go to stderr so that record's own output stays clean.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh >&2
-exec .venv/bin/oisp-sensor record "$@"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$root/scripts/setup.sh" >&2
+exec "$root/.venv/bin/oisp-sensor" record "$@"
