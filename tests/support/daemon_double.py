@@ -28,6 +28,8 @@ class DaemonDouble:
         self.paths: List[str] = []
         self.reloads = 0
         self.reload_error: Optional[str] = None
+        self.reload_fails = False  # reload raises: an operations bug the transports must survive
+        self.events = 0
         self.max_buffer = max_buffer
         self._started = time.monotonic()
 
@@ -53,6 +55,8 @@ class DaemonDouble:
         return list(self.paths)
 
     def reload(self) -> Optional[str]:
+        if self.reload_fails:
+            raise RuntimeError("stand-in reload bug")
         self.reloads += 1
         return self.reload_error
 
@@ -64,7 +68,7 @@ class DaemonDouble:
                 "binary_paths": self.binary_paths()}
 
     def counters(self) -> Dict[str, int]:
-        return {"events": 0, "ai_requests": 0, "sessions": len(self.sessions.list()),
+        return {"events": self.events, "ai_requests": 0, "sessions": len(self.sessions.list()),
                 "tail_subscribers": self.hub.count()}
 
     def tail_max_buffer(self) -> int:

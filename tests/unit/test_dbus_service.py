@@ -15,7 +15,7 @@ import subprocess
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Iterator, List, NamedTuple, Optional
 
 import pytest
 from dbus_next import Message, MessageType, Variant
@@ -27,8 +27,7 @@ from oisp_daemon.control.dbus_service import (
     BUS_NAME, INTERFACE, OBJECT_PATH, DbusService, DbusStartError, start_dbus,
 )
 from oisp_daemon.control.operations import Operations
-from oisp_daemon.control.subscribers import SubscriberHub
-from oisp_daemon.sessions.manager import SessionManager
+from tests.support.daemon_double import DaemonDouble
 from tests.support.paths import REPO_ROOT
 from tests.support.private_bus import PrivateBus, start_private_bus
 
@@ -45,54 +44,6 @@ ERR = "dev.oisp.Sensor1.Error."
 class Reply(NamedTuple):
     error: Optional[str]  # D-Bus error name, None for a method return
     body: List[Any]
-
-
-class DaemonStandIn:
-    """What Operations needs from the daemon, without capture: real sessions and hub."""
-
-    def __init__(self, state_dir: str) -> None:
-        self.sessions = SessionManager(state_dir)
-        self.hub = SubscriberHub()
-        self.mode = "safe"
-        self.paths: List[str] = []
-        self.events = 0
-        self.reload_fails = False
-
-    def global_redaction(self) -> str:
-        return self.mode
-
-    def set_global_redaction(self, mode: str) -> None:
-        self.mode = mode
-
-    def custom_pattern_count(self) -> int:
-        return 0
-
-    def binary_paths(self) -> List[str]:
-        return list(self.paths)
-
-    def add_binary_path(self, path: str) -> List[str]:
-        if path not in self.paths:
-            self.paths.append(path)
-        return list(self.paths)
-
-    def remove_binary_path(self, path: str) -> List[str]:
-        self.paths.remove(path)
-        return list(self.paths)
-
-    def reload(self) -> Optional[str]:
-        if self.reload_fails:
-            raise RuntimeError("stand-in reload bug")
-        return None
-
-    def status(self) -> Dict[str, Any]:
-        return {"version": __version__, "counters": self.counters(), "redaction": self.mode,
-                "sessions": len(self.sessions.list())}
-
-    def counters(self) -> Dict[str, int]:
-        return {"events": self.events, "ai_requests": 0, "sessions": len(self.sessions.list())}
-
-    def tail_max_buffer(self) -> int:
-        return 100
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -121,15 +72,15 @@ def run(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[DaemonStandIn]:
-    stand_in = DaemonStandIn(str(tmp_path / "state"))
+def daemon(tmp_path: Path) -> Iterator[DaemonDouble]:
+    stand_in = DaemonDouble(str(tmp_path / "state"), max_buffer=100)
     yield stand_in
     stand_in.sessions.close()
 
 
 @pytest.fixture
 def service(bus: PrivateBus, loop: asyncio.AbstractEventLoop,
-            daemon: DaemonStandIn) -> Iterator[DbusService]:
+            daemon: DaemonDouble) -> Iterator[DbusService]:
     started = run(loop, start_dbus(Operations(daemon, Authorizer()), bus.address))
     yield started
     run(loop, started.close())
@@ -247,7 +198,7 @@ def test_unreachable_bus_fails_clearly(loop: asyncio.AbstractEventLoop, tmp_path
 
 
 def test_close_releases_the_name(bus: PrivateBus, loop: asyncio.AbstractEventLoop,
-                                 daemon: DaemonStandIn, client: MessageBus) -> None:
+                                 daemon: DaemonDouble, client: MessageBus) -> None:
     ops = Operations(daemon, Authorizer())
     first = run(loop, start_dbus(ops, bus.address))
     run(loop, first.close())
@@ -273,7 +224,7 @@ def test_policy_allows_peer_ping_to_unprivileged_callers(service: DbusService,
 # --- authorization per method, by uid -----------------------------------------------------------
 
 def test_unprivileged_set_redaction_is_denied_naming_the_admin_group(
-        service: DbusService, bus: PrivateBus, daemon: DaemonStandIn) -> None:
+        service: DbusService, bus: PrivateBus, daemon: DaemonDouble) -> None:
     reply = call_as_nobody(bus, "SetRedaction", "s", "full")
     assert reply.error == ERR + "permission_denied"
     assert "'oisp-admin'" in reply.body[0]
@@ -282,7 +233,7 @@ def test_unprivileged_set_redaction_is_denied_naming_the_admin_group(
 
 
 def test_unprivileged_generic_call_is_authorized_the_same_way(
-        service: DbusService, bus: PrivateBus, daemon: DaemonStandIn) -> None:
+        service: DbusService, bus: PrivateBus, daemon: DaemonDouble) -> None:
     reply = call_as_nobody(bus, "Call", "ss", "binary_paths.add", '{"path": "/opt/app/libssl.so"}')
     assert reply.error == ERR + "permission_denied"
     assert daemon.paths == []
@@ -296,7 +247,7 @@ def test_unprivileged_start_session_needs_the_user_group(service: DbusService,
 
 
 def test_root_sets_redaction(service: DbusService, loop: asyncio.AbstractEventLoop,
-                             client: MessageBus, daemon: DaemonStandIn) -> None:
+                             client: MessageBus, daemon: DaemonDouble) -> None:
     assert call_as_root(loop, client, "SetRedaction", "s", "minimal") == Reply(None, ["minimal"])
     assert daemon.mode == "minimal"
     assert call_as_root(loop, client, "GetRedaction") == Reply(None, ["minimal"])
@@ -312,7 +263,7 @@ def test_status_works_for_anyone(service: DbusService, bus: PrivateBus,
 
 
 def test_unprivileged_reads_binary_paths(service: DbusService, bus: PrivateBus,
-                                         daemon: DaemonStandIn) -> None:
+                                         daemon: DaemonDouble) -> None:
     daemon.paths.append("/opt/app/libssl.so.3")
     assert call_as_nobody(bus, "ListBinaryPaths") == Reply(None, [["/opt/app/libssl.so.3"]])
 
@@ -330,7 +281,7 @@ def test_binary_paths_typed_and_generic(service: DbusService, loop: asyncio.Abst
 
 
 def test_sessions_start_list_stop(service: DbusService, loop: asyncio.AbstractEventLoop,
-                                  client: MessageBus, daemon: DaemonStandIn) -> None:
+                                  client: MessageBus, daemon: DaemonDouble) -> None:
     started = call_as_root(loop, client, "StartSession", "ss", "audit",
                            '{"filters": {"types": ["ai.*"]}, "redaction": "minimal"}')
     assert started.error is None
@@ -386,7 +337,7 @@ def test_wrong_signature_is_bad_request_and_the_service_keeps_serving(
     assert call_as_root(loop, client, "GetRedaction") == Reply(None, ["safe"])
 
 
-def test_an_operations_bug_is_an_internal_error(service: DbusService, daemon: DaemonStandIn,
+def test_an_operations_bug_is_an_internal_error(service: DbusService, daemon: DaemonDouble,
                                                 loop: asyncio.AbstractEventLoop,
                                                 client: MessageBus) -> None:
     daemon.reload_fails = True
@@ -397,7 +348,7 @@ def test_an_operations_bug_is_an_internal_error(service: DbusService, daemon: Da
 
 
 def test_a_result_that_does_not_fit_the_signature_is_an_internal_error(
-        service: DbusService, daemon: DaemonStandIn, loop: asyncio.AbstractEventLoop,
+        service: DbusService, daemon: DaemonDouble, loop: asyncio.AbstractEventLoop,
         client: MessageBus) -> None:
     daemon.paths.append(None)  # type: ignore[arg-type]  # not a string: cannot travel as "as"
     reply = call_as_root(loop, client, "ListBinaryPaths")
@@ -408,7 +359,7 @@ def test_a_result_that_does_not_fit_the_signature_is_an_internal_error(
 
 def test_a_call_without_interface_field(service: DbusService, bus: PrivateBus,
                                         loop: asyncio.AbstractEventLoop, client: MessageBus,
-                                        daemon: DaemonStandIn) -> None:
+                                        daemon: DaemonDouble) -> None:
     """Served through the same authorized path; the policy admits such calls from root only."""
     assert call_as_root(loop, client, "SetRedaction", "s", "full", interface=None) \
         == Reply(None, ["full"])
@@ -469,7 +420,7 @@ def test_session_signals_reach_a_subscriber(service: DbusService, bus: PrivateBu
 
 
 def test_properties_are_readable_by_anyone(service: DbusService, bus: PrivateBus,
-                                           daemon: DaemonStandIn) -> None:
+                                           daemon: DaemonDouble) -> None:
     daemon.events = 42
     reply = call_as_nobody(bus, "GetAll", "s", INTERFACE,
                            interface="org.freedesktop.DBus.Properties")
@@ -477,7 +428,7 @@ def test_properties_are_readable_by_anyone(service: DbusService, bus: PrivateBus
 
 
 def test_properties_values(service: DbusService, loop: asyncio.AbstractEventLoop,
-                          client: MessageBus, daemon: DaemonStandIn) -> None:
+                          client: MessageBus, daemon: DaemonDouble) -> None:
     daemon.events = 42
     reply = call_as_root(loop, client, "GetAll", "s", INTERFACE,
                          interface="org.freedesktop.DBus.Properties")
