@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from tests.support.paths import REPO_ROOT
+from tests.support.processes import stop_process
 
 PYTHON = sys.executable
 OISP_CTL = str(Path(sys.executable).parent / "oisp-ctl")  # the console script, as installed
@@ -130,14 +131,7 @@ class DaemonProcess:
     def stop(self) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = stop_process(self.proc, timeout=60)
         self.proc = None
         return code
 

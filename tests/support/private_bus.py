@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from tests.support.paths import REPO_ROOT
+from tests.support.processes import stop_process
 
 POLICY_PATH = REPO_ROOT / "systemd" / "dev.oisp.Sensor1.conf"
 DBUS_DAEMON = "dbus-daemon"
@@ -70,13 +71,7 @@ class PrivateBus:
 
     def stop(self) -> None:
         """Terminate the daemon and remove its directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
         shutil.rmtree(self.directory, ignore_errors=True)

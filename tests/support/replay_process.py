@@ -22,6 +22,7 @@ from tests.support.hostsns import HostsNamespace
 from tests.support.llm_fixtures import FIXTURES_DIR, load_fixtures
 from tests.support.paths import REPO_ROOT
 from tests.support.tls import SERVER_NAMES, TestPki
+from tests.support.processes import stop_process
 
 NON_AI_HOST = "downloads.example.test"
 
@@ -99,13 +100,7 @@ class ReplayServerProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stdout:
             self.process.stdout.close()
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +11,7 @@ from oisp_ctl.cli import main
 from oisp_daemon.control.dbus_service import start_dbus
 from tests.support.control_server import ServerThread
 from tests.support.ctl_as_user import run_ctl_as_nobody
-from tests.support.daemon_double import DaemonDouble, make_operations
+from tests.support.daemon_double import make_operations
 from tests.support.private_bus import start_private_bus
 
 if os.geteuid() != 0:
@@ -27,21 +24,6 @@ def bus():
     private = start_private_bus()
     yield private
     private.stop()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    double = DaemonDouble(str(tmp_path / "state"))
-    yield double
-    double.close()
-
-
-@pytest.fixture
-def public_dir():
-    path = tempfile.mkdtemp(prefix="oisp-ctl-bus-")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

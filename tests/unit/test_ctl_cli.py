@@ -5,11 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -17,23 +14,7 @@ from oisp_ctl import cli
 from oisp_ctl.cli import main, parse_since
 from tests.support.control_server import ServerThread, event, wait_until
 from tests.support.ctl_as_user import NOBODY, run_ctl_as_nobody
-from tests.support.daemon_double import DaemonDouble, make_operations
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    double = DaemonDouble(str(tmp_path / "state"))
-    yield double
-    double.close()
-
-
-@pytest.fixture
-def public_dir():
-    """A world-traversable directory, so that an unprivileged client can reach the socket."""
-    path = tempfile.mkdtemp(prefix="oisp-ctl-test-")
-    os.chmod(path, 0o755)
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
+from tests.support.daemon_double import make_operations
 
 
 @pytest.fixture

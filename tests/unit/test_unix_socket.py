@@ -20,13 +20,6 @@ from tests.support.daemon_double import DaemonDouble, make_operations
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    double = DaemonDouble(str(tmp_path / "state"))
-    yield double
-    double.close()
-
-
-@pytest.fixture
 def hub(daemon):
     return daemon.hub
 
@@ -389,7 +382,6 @@ def test_start_unix_socket_server_is_a_coroutine_returning_the_server(ops, sock_
 def test_tail_buffer_asked_by_a_client_is_capped_by_the_daemon(tmp_path):
     from oisp_daemon.control.authz import Authorizer, Caller
     from oisp_daemon.control.operations import Operations
-    from tests.support.daemon_double import DaemonDouble
 
     daemon = DaemonDouble(str(tmp_path), max_buffer=100)
     ops = Operations(daemon, Authorizer())
