@@ -61,10 +61,11 @@ E_CONFLICT = "conflict"
 E_INVALID_ARGUMENT = "invalid_argument"
 E_PROTOCOL_VERSION = "protocol_version"
 E_INTERNAL = "internal"
+E_LIMIT = "limit_exceeded"          # a per-caller limit (sessions, connections, calls in flight)
 
 ERROR_CODES = frozenset({
     E_BAD_REQUEST, E_UNKNOWN_OP, E_PERMISSION_DENIED, E_NOT_FOUND, E_CONFLICT,
-    E_INVALID_ARGUMENT, E_PROTOCOL_VERSION, E_INTERNAL,
+    E_INVALID_ARGUMENT, E_PROTOCOL_VERSION, E_INTERNAL, E_LIMIT,
 })
 
 # Permission names the daemon lists in its hello reply, so oisp-ctl can say what the caller may do.

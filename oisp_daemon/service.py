@@ -17,17 +17,16 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from oisp_ctl.protocol import E_CONFLICT, E_INVALID_ARGUMENT, E_NOT_FOUND, ProtocolError
-
 from . import __version__
 from .capture import libraries
 from .capture.loader import CaptureError, CaptureOptions, TlsCapture
 from .capture.reader import RingReader
+from .errors import Conflict, InvalidArgument, NotFound
 from .config.load import ConfigError, load, system_files
 from .control.authz import Authorizer
 from .control.operations import Operations
-from .control.subscribers import SubscriberHub
-from .fanout import Fanout, RedactionPolicy
+from .export.tail import SubscriberHub
+from .sessions.fanout import Fanout, RedactionPolicy
 from .notify import notify
 from .pipeline import Pipeline
 from .progress import Progress
@@ -158,19 +157,17 @@ class Daemon:
         assert self.capture is not None
         real = os.path.realpath(path)
         if not os.path.isfile(real):
-            raise ProtocolError(E_INVALID_ARGUMENT, f"{path}: no such file")
+            raise InvalidArgument(f"{path}: no such file")
         if path in self.binary_paths():
-            raise ProtocolError(E_CONFLICT, f"{path} is already probed")
+            raise Conflict(f"{path} is already probed")
         symbols = libraries.exported_symbols(real, [p[0] for p in libraries.OPENSSL_PROBES])
         if not symbols:
-            raise ProtocolError(
-                E_INVALID_ARGUMENT,
-                f"{path} defines none of the OpenSSL functions the sensor probes (SSL_write, SSL_read, ...): "
+            raise InvalidArgument(f"{path} defines none of the OpenSSL functions the sensor probes (SSL_write, SSL_read, ...): "
                 "it neither links OpenSSL statically nor is a libssl",
             )
         attached = self.capture.attach_target(libraries.TlsTarget(real, symbols, "config"))
         if not attached.probes:
-            raise ProtocolError(E_INVALID_ARGUMENT, f"{path}: the uprobes could not be attached (see the daemon log)")
+            raise InvalidArgument(f"{path}: the uprobes could not be attached (see the daemon log)")
         self.runtime.binary_paths.append(path)
         self.runtime.save()
         log.info("probing %s (%d probes)", real, len(attached.probes))
@@ -179,9 +176,9 @@ class Daemon:
     def remove_binary_path(self, path: str) -> List[str]:
         assert self.capture is not None
         if path in self.config["binary_paths"]:
-            raise ProtocolError(E_CONFLICT, f"{path} comes from the configuration; remove it there and run oisp-ctl reload")
+            raise Conflict(f"{path} comes from the configuration; remove it there and run oisp-ctl reload")
         if path not in self.runtime.binary_paths:
-            raise ProtocolError(E_NOT_FOUND, f"{path} is not among the binary paths; see oisp-ctl binary-paths list")
+            raise NotFound(f"{path} is not among the binary paths; see oisp-ctl binary-paths list")
         self.runtime.binary_paths.remove(path)
         self.runtime.save()
         self._sync_binary_paths(self.binary_paths())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from oisp_ctl import protocol
-from oisp_daemon.control.event_filter import event_uid
+from oisp_daemon.sessions.event_filter import TailScope
 
 # Redaction modes from weakest (keeps captured content) to strongest (keeps least).
 REDACTION_STRENGTH: Dict[str, int] = {"full": 0, "safe": 1, "minimal": 2}
@@ -109,21 +109,6 @@ def caller_from_uid(uid: int, pid: Optional[int] = None) -> Caller:
     """The Caller for a uid alone (D-Bus: GetConnectionUnixUser); groups come from the user's entry."""
     user, primary, groups = _resolve(uid, None)
     return Caller(uid=uid, gid=primary, groups=groups, pid=pid, user=user)
-
-
-@dataclass(frozen=True)
-class TailScope:
-    """Which uids' events a tail may see: every uid (`uid` None) or only one."""
-
-    uid: Optional[int] = None
-
-    @property
-    def everything(self) -> bool:
-        return self.uid is None
-
-    def allows(self, event: Dict[str, Any]) -> bool:
-        """Whether the event may be shown; an event without actor.uid is shown only to `everything`."""
-        return self.uid is None or event_uid(event) == self.uid
 
 
 class Authorizer:

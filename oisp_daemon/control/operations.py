@@ -14,13 +14,29 @@ from oisp_ctl import protocol
 from oisp_ctl.protocol import E_INVALID_ARGUMENT, ProtocolError
 
 from .. import __version__
+from ..errors import Conflict, DaemonError, InvalidArgument, LimitExceeded, NotFound
 from ..redact import MODES
 from ..sessions.manager import SessionManager
 from .authz import Authorizer, Caller
-from .event_filter import EventFilter
-from .subscribers import Subscriber, SubscriberHub
+from ..export.tail import Subscriber, SubscriberHub
+from ..sessions.event_filter import EventFilter
 
 log = logging.getLogger(__name__)
+
+# The daemon's own refusals and the protocol error each travels as: the only translation point.
+_ERROR_CODES = (
+    (InvalidArgument, protocol.E_INVALID_ARGUMENT),
+    (Conflict, protocol.E_CONFLICT),
+    (NotFound, protocol.E_NOT_FOUND),
+    (LimitExceeded, protocol.E_LIMIT),
+)
+
+
+def _protocol_error(exc: DaemonError) -> ProtocolError:
+    for kind, code in _ERROR_CODES:
+        if isinstance(exc, kind):
+            return ProtocolError(code, exc.message)
+    return ProtocolError(protocol.E_INTERNAL, exc.message)
 
 StateListener = Callable[[str, Dict[str, Any]], None]
 
@@ -88,7 +104,10 @@ class Operations:
             raise ProtocolError(protocol.E_UNKNOWN_OP, f"operation {op!r} is not available here")
         if not isinstance(args, dict):
             raise ProtocolError(protocol.E_BAD_REQUEST, "arguments must be a JSON object")
-        return handler(caller, args)
+        try:
+            return handler(caller, args)
+        except DaemonError as exc:
+            raise _protocol_error(exc) from exc
 
     def tail(self, caller: Caller, args: Dict[str, Any]) -> Subscriber:
         try:

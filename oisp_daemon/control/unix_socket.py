@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 from oisp_ctl import protocol
 from oisp_ctl.protocol import ProtocolError, RequestId
 from oisp_daemon.control import authz
-from oisp_daemon.control.subscribers import Subscriber
+from oisp_daemon.export.tail import Subscriber
 
 log = logging.getLogger(__name__)
 

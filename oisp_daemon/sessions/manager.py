@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from oisp_ctl.protocol import E_CONFLICT, E_INVALID_ARGUMENT, E_NOT_FOUND, ProtocolError
-
-from ..control.event_filter import EventFilter
+from ..errors import Conflict, DaemonError, InvalidArgument, NotFound
+from .event_filter import EventFilter
 from ..export.jsonl import JsonlSink
 from ..redact import MODES
 
@@ -58,9 +57,8 @@ class Session:
 
 def validate_name(name: Any) -> str:
     if not isinstance(name, str) or not name or len(name) > 64 or not set(name) <= NAME_CHARS or name[0] in ".-":
-        raise ProtocolError(
-            E_INVALID_ARGUMENT,
-            f"invalid session name {name!r}: use 1-64 letters, digits, '_', '.', '-' (not starting with '.' or '-')",
+        raise InvalidArgument(
+            f"invalid session name {name!r}: use 1-64 letters, digits, '_', '.', '-' (not starting with '.' or '-')"
         )
     return name
 
@@ -75,20 +73,20 @@ class SessionManager:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, spec: Dict[str, Any], owner_uid: int, origin: str, global_mode: str) -> Session:
-        """Start a session from a spec (name, filters, redaction, sink); raises ProtocolError."""
+        """Start a session from a spec (name, filters, redaction, sink); raises DaemonError."""
         name = validate_name(spec.get("name"))
         try:
             event_filter = EventFilter.from_args(spec.get("filters") or {})
         except ValueError as exc:
-            raise ProtocolError(E_INVALID_ARGUMENT, f"session {name}: {exc}") from exc
+            raise InvalidArgument(f"session {name}: {exc}") from exc
         mode = spec.get("redaction") or global_mode
         if mode not in MODES:
-            raise ProtocolError(E_INVALID_ARGUMENT, f"session {name}: unknown redaction mode {mode!r}; use one of {', '.join(MODES)}")
+            raise InvalidArgument(f"session {name}: unknown redaction mode {mode!r}; use one of {', '.join(MODES)}")
         sink_path = (spec.get("sink") or {}).get("path") or os.path.join(self.state_dir, "sessions", f"{name}.jsonl")
         session = Session(name, owner_uid, event_filter, mode, os.path.abspath(sink_path), origin)
         with self._lock:
             if name in self._sessions:
-                raise ProtocolError(E_CONFLICT, f"session {name} is already running; stop it first or pick another name")
+                raise Conflict(f"session {name} is already running; stop it first or pick another name")
             session.sink = self._open_sink(session)
             self._sessions[name] = session
             self._persist()
@@ -99,7 +97,7 @@ class SessionManager:
         try:
             sink = JsonlSink(session.sink_path)
         except OSError as exc:
-            raise ProtocolError(E_INVALID_ARGUMENT, f"session {session.name}: cannot open {session.sink_path}: {exc.strerror}") from exc
+            raise InvalidArgument(f"session {session.name}: cannot open {session.sink_path}: {exc.strerror}") from exc
         # Captured content belongs to the session's owner: readable by them and root only.
         try:
             os.chown(sink.path, session.owner_uid, -1)
@@ -112,7 +110,7 @@ class SessionManager:
         with self._lock:
             session = self._sessions.pop(name, None)
             if session is None:
-                raise ProtocolError(E_NOT_FOUND, f"no session named {name!r}; see oisp-ctl session list")
+                raise NotFound(f"no session named {name!r}; see oisp-ctl session list")
             self._persist()
         if session.sink is not None:
             session.sink.close()
@@ -123,7 +121,7 @@ class SessionManager:
         with self._lock:
             session = self._sessions.get(name)
         if session is None:
-            raise ProtocolError(E_NOT_FOUND, f"no session named {name!r}; see oisp-ctl session list")
+            raise NotFound(f"no session named {name!r}; see oisp-ctl session list")
         return session
 
     def list(self) -> List[Session]:
@@ -163,7 +161,7 @@ class SessionManager:
         for spec in specs:
             try:
                 session = self.start(spec, int(spec.get("owner_uid", 0)), "runtime", global_mode)
-            except (ProtocolError, TypeError, ValueError) as exc:
+            except (DaemonError, TypeError, ValueError) as exc:
                 log.error("persisted session %r not restored: %s", spec.get("name"), exc)
                 continue
             restored.append(session)
@@ -184,7 +182,7 @@ class SessionManager:
                 continue
             try:
                 self.start(spec, int(spec.get("owner_uid", 0)), "config", global_mode)
-            except ProtocolError as exc:
+            except DaemonError as exc:
                 log.error("configured session %s not started: %s", name, exc.message)
 
     def _differs(self, session: Session, spec: Dict[str, Any], global_mode: str) -> bool:

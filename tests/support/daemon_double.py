@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from oisp_daemon import __version__
 from oisp_daemon.control.authz import Authorizer
 from oisp_daemon.control.operations import Operations
-from oisp_daemon.control.subscribers import SubscriberHub
+from oisp_daemon.export.tail import SubscriberHub
 from oisp_daemon.sessions.manager import SessionManager
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from oisp_daemon.control.event_filter import EventFilter, event_uid
+from oisp_daemon.sessions.event_filter import EventFilter, event_uid
 
 
 def make_event(event_type="ai.request", pid=4242, name="python3", uid=1000, provider="openai"):

@@ -168,7 +168,7 @@ def test_every_op_and_code_constant_is_listed():
     ops = {v for k, v in vars(protocol).items() if k.startswith("OP_")}
     codes = {v for k, v in vars(protocol).items() if k.startswith("E_")}
     assert ops == protocol.OPS and len(ops) == 12
-    assert codes == protocol.ERROR_CODES and len(codes) == 8
+    assert codes == protocol.ERROR_CODES and len(codes) == 9
 
 
 def test_error_reply_refuses_unknown_code():

@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from oisp_daemon.control.authz import TailScope
-from oisp_daemon.control.event_filter import EventFilter
-from oisp_daemon.control.subscribers import Subscriber, SubscriberHub, event_time
+from oisp_daemon.sessions.event_filter import EventFilter, TailScope
+from oisp_daemon.export.tail import Subscriber, SubscriberHub, event_time
 
 EVERYTHING = TailScope()
 T0 = 1_766_434_505.0  # 2025-12-22T20:15:05Z

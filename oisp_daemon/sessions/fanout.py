@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Iterable, List
 
-from .control.subscribers import SubscriberHub
-from .redact import Redactor
-from .sessions.manager import SessionManager
+from ..export.tail import SubscriberHub
+from ..redact import Redactor
+from .manager import SessionManager
 
 
 class RedactionPolicy:

@@ -105,3 +105,18 @@ class EventFilter:
             return False
         return any(name == comm or (len(comm) > COMM_LEN and name == comm[:COMM_LEN])
                    for comm in self.comms)
+
+
+@dataclass(frozen=True)
+class TailScope:
+    """Which uids' events a tail may see: every uid (`uid` None) or only one."""
+
+    uid: Optional[int] = None
+
+    @property
+    def everything(self) -> bool:
+        return self.uid is None
+
+    def allows(self, event: Dict[str, Any]) -> bool:
+        """Whether the event may be shown; an event without actor.uid is shown only to `everything`."""
+        return self.uid is None or event_uid(event) == self.uid

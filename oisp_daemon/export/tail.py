@@ -17,8 +17,7 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Collection, Deque, Dict, List, Optional, Tuple
 
-from oisp_daemon.control.authz import TailScope
-from oisp_daemon.control.event_filter import EventFilter
+from ..sessions.event_filter import EventFilter, TailScope
 
 Event = Dict[str, Any]
 
