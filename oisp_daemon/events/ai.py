@@ -183,11 +183,10 @@ def _usage(info: AiRequestInfo, resp_info: AiResponseInfo, model: Optional[str])
             block[key] = value
     if usage.cache_creation_tokens is not None:
         block["cache_creation_tokens"] = usage.cache_creation_tokens
-    cache_in_prompt = not info.api.startswith("anthropic.")
     if "total_tokens" not in block and usage.prompt_tokens is not None and usage.completion_tokens is not None:
-        cache = 0 if cache_in_prompt else (usage.cached_tokens or 0) + (usage.cache_creation_tokens or 0)
+        cache = 0 if usage.cache_in_prompt else (usage.cached_tokens or 0) + (usage.cache_creation_tokens or 0)
         block["total_tokens"] = usage.prompt_tokens + usage.completion_tokens + cache
-    cost = cost_usd(info.provider, model, usage, request_model=info.model, cache_in_prompt=cache_in_prompt)
+    cost = cost_usd(info.provider, model, usage, request_model=info.model)
     if cost is not None:
         block["input_cost_usd"], block["output_cost_usd"], block["total_cost_usd"] = cost
     return block

@@ -15,7 +15,6 @@ from oisp_daemon.providers.exchange import Usage
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
 # Providers whose input token count excludes cache reads and writes (Anthropic reports them apart);
 # OpenAI-style prompt_tokens include the cached tokens.
-_CACHE_OUTSIDE_PROMPT = frozenset({"anthropic"})
 _DIGITS = 12
 
 
@@ -44,24 +43,21 @@ def cost_usd(
     model: Optional[str],
     usage: Usage,
     request_model: Optional[str] = None,
-    cache_in_prompt: Optional[bool] = None,
 ) -> Optional[Tuple[float, float, float]]:
     """(input, output, total) USD, or None for an unknown model or a response without token counts.
 
     Cached input tokens are priced at the cache-read price where the bundle has one, cache writes
-    at the cache-write price. `cache_in_prompt` says whether usage.prompt_tokens includes the cached
-    tokens (OpenAI) or not (Anthropic); by default it follows the provider.
+    at the cache-write price. `usage.cache_in_prompt`, set by the API's parser, says whether
+    prompt_tokens includes the cached tokens (OpenAI) or not (Anthropic).
     """
     price = model_price(provider, model, request_model)
     if price is None or (usage.prompt_tokens is None and usage.completion_tokens is None):
         return None
-    if cache_in_prompt is None:
-        cache_in_prompt = provider not in _CACHE_OUTSIDE_PROMPT
     per_input = price["input"] / 1000
     cached = usage.cached_tokens or 0
     written = usage.cache_creation_tokens or 0
     prompt = usage.prompt_tokens or 0
-    uncached = max(prompt - cached - written, 0) if cache_in_prompt else prompt
+    uncached = max(prompt - cached - written, 0) if usage.cache_in_prompt else prompt
     input_cost = (
         uncached * per_input
         + cached * price.get("cache_read", price["input"]) / 1000

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
 from oisp_daemon.providers.errors import stream_error
-from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall, ToolDefinition, Usage
+from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.fields import (
     as_dict,
     as_int,
@@ -19,9 +19,15 @@ from oisp_daemon.providers.fields import (
     as_str,
     nonempty,
 )
-from oisp_daemon.providers.parsing import Route, route_post, set_error, start_request, start_response
+from oisp_daemon.providers.family import Route
+from oisp_daemon.providers.parsing import route_post, set_error, start_request, start_response
 from oisp_daemon.providers.prompt import content_text, make_message, sampling_parameters
-from oisp_daemon.providers.stream import JsonEvents
+from oisp_daemon.providers.stream import JsonEvent, SseJson, StreamDecoder, decode_whole, is_event_stream
+
+# The ApiFamily interface (providers/family.py).
+FAMILY = "anthropic"
+NATIVE_PROVIDERS = frozenset({"anthropic"})
+ANY_PROVIDER = False
 
 API_MESSAGES = "anthropic.messages"
 API_COMPLETE = "anthropic.complete"
@@ -127,12 +133,21 @@ def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
         else:
             _completion_object(out, body)
     elif out.streaming and out.success:
-        if info.api == API_MESSAGES:
-            _messages_stream(out, resp.body)
-        else:
-            _complete_stream(out, resp.body)
+        decode_whole(_decoder(info, out), resp.body)
     out.model = out.model or info.model
     return out
+
+
+def stream_decoder(info: AiRequestInfo, resp: HttpResponse) -> Optional[StreamDecoder]:
+    """A live decoder for a streamed answer whose headers just arrived; None if not a stream."""
+    if not is_event_stream(resp, info.streaming) or resp.status >= 400:
+        return None
+    return _decoder(info, AiResponseInfo(status_code=resp.status, success=True, streaming=True))
+
+
+def _decoder(info: AiRequestInfo, out: AiResponseInfo) -> StreamDecoder:
+    handler = _MessagesStream(out) if info.api == API_MESSAGES else _CompleteStream(out)
+    return StreamDecoder(SseJson(), handler, out)
 
 
 def _set_text(out: AiResponseInfo, text: Optional[str], finish: Optional[str]) -> None:
@@ -144,6 +159,7 @@ def _set_text(out: AiResponseInfo, text: Optional[str], finish: Optional[str]) -
 
 def _apply_usage(usage: Usage, raw: Any) -> None:
     """Overlay the fields present in an Anthropic usage object (message_delta repeats only some)."""
+    usage.cache_in_prompt = False  # input_tokens excludes cache reads and writes
     raw = as_dict(raw)
     for field, key in (
         ("prompt_tokens", "input_tokens"),
@@ -193,62 +209,81 @@ class _Block:
         self.parts: List[str] = []
 
 
-def _messages_stream(out: AiResponseInfo, body: bytes) -> None:
-    events = JsonEvents(body)
-    blocks: Dict[int, _Block] = {}
-    order: List[_Block] = []
-    finish: Optional[str] = None
-    for event in events:
-        data = event.data
+class _MessagesStream:
+    """Messages SSE: message_start, content blocks (text, tool_use, thinking) with their deltas,
+    message_delta (stop reason, usage) and message_stop."""
+
+    def __init__(self, out: AiResponseInfo) -> None:
+        self.out = out
+        self.blocks: Dict[int, _Block] = {}
+        self.order: List[_Block] = []
+        self.finish: Optional[str] = None
+
+    def on_event(self, event: JsonEvent) -> List[StreamDelta]:
+        out, data = self.out, event.data
         kind = as_str(data.get("type")) or event.event or ""
-        produced = False
         if kind == "message_start":
             message = as_dict(data.get("message"))
             out.provider_request_id = as_str(message.get("id")) or out.provider_request_id
             out.model = out.model or nonempty(as_str(message.get("model")))
             _apply_usage(out.usage, message.get("usage"))
-        elif kind == "content_block_start":
-            block = as_dict(data.get("content_block"))
-            block_kind = as_str(block.get("type")) or ""
-            current = _Block(block_kind, _block_call(block) if block_kind in _TOOL_CALL_BLOCKS else None)
-            blocks[as_int(data.get("index")) or 0] = current
-            order.append(current)
-            if block_kind == "text" and as_str(block.get("text")):
-                current.parts.append(block["text"])
-                produced = True
-            produced = produced or current.call is not None
-        elif kind == "content_block_delta":
-            delta = as_dict(data.get("delta"))
-            current = blocks.get(as_int(data.get("index")) or 0)
-            delta_kind = delta.get("type")
-            if current is not None and current.kind == "text" and delta_kind == "text_delta":
-                text = as_str(delta.get("text"))
-                if text:
-                    current.parts.append(text)
-                    produced = True
-            elif current is not None and current.call is not None and delta_kind == "input_json_delta":
-                if isinstance(delta.get("partial_json"), str):
-                    current.parts.append(delta["partial_json"])
-        elif kind == "message_delta":
-            finish = as_str(as_dict(data.get("delta")).get("stop_reason")) or finish
+            return [StreamDelta(role="assistant")]
+        if kind == "content_block_start":
+            return self._block_start(data)
+        if kind == "content_block_delta":
+            return self._block_delta(data)
+        if kind == "message_delta":
+            self.finish = as_str(as_dict(data.get("delta")).get("stop_reason")) or self.finish
             _apply_usage(out.usage, data.get("usage"))
-        elif kind == "message_stop":
+            return [StreamDelta(finish_reason=self.finish)] if self.finish else []
+        if kind == "message_stop":
             out.stream_finished = True
         elif kind == "error":
             set_error(out, stream_error(data.get("error")))
-        if produced and out.first_token_offset is None:
-            out.first_token_offset = event.offset
-    texts = []
-    for block in order:
-        if block.kind == "text":
-            texts.append("".join(block.parts))
-        elif block.call is not None:
-            streamed = "".join(block.parts)
-            if streamed:  # streamed input replaces the empty `input: {}` of content_block_start
-                block.call.arguments = streamed
-            out.tool_calls.append(block.call)
-    _set_text(out, "".join(texts), finish)
-    out.parse_error = events.parse_error()
+        return []
+
+    def _block_start(self, data: Dict[str, Any]) -> List[StreamDelta]:
+        block = as_dict(data.get("content_block"))
+        block_kind = as_str(block.get("type")) or ""
+        current = _Block(block_kind, _block_call(block) if block_kind in _TOOL_CALL_BLOCKS else None)
+        self.blocks[as_int(data.get("index")) or 0] = current
+        self.order.append(current)
+        if current.call is not None:
+            return [StreamDelta(tool_call=ToolCall(name=current.call.name, id=current.call.id, type=current.call.type))]
+        text = as_str(block.get("text")) if block_kind == "text" else None
+        if text:
+            current.parts.append(text)
+            return [StreamDelta(content=text)]
+        return []
+
+    def _block_delta(self, data: Dict[str, Any]) -> List[StreamDelta]:
+        delta = as_dict(data.get("delta"))
+        current = self.blocks.get(as_int(data.get("index")) or 0)
+        delta_kind = delta.get("type")
+        if current is not None and current.kind == "text" and delta_kind == "text_delta":
+            text = as_str(delta.get("text"))
+            if text:
+                current.parts.append(text)
+                return [StreamDelta(content=text)]
+        elif current is not None and current.call is not None and delta_kind == "input_json_delta":
+            piece = delta.get("partial_json")
+            if isinstance(piece, str):
+                current.parts.append(piece)
+                call = current.call
+                return [StreamDelta(tool_call=ToolCall(name=call.name, id=call.id, type=call.type, arguments=piece))]
+        return []
+
+    def close(self) -> None:
+        texts = []
+        for block in self.order:
+            if block.kind == "text":
+                texts.append("".join(block.parts))
+            elif block.call is not None:
+                streamed = "".join(block.parts)
+                if streamed:  # streamed input replaces the empty `input: {}` of content_block_start
+                    block.call.arguments = streamed
+                self.out.tool_calls.append(block.call)
+        _set_text(self.out, "".join(texts), self.finish)
 
 
 def _completion_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
@@ -257,25 +292,31 @@ def _completion_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
     _set_text(out, as_str(body.get("completion")), as_str(body.get("stop_reason")))
 
 
-def _complete_stream(out: AiResponseInfo, body: bytes) -> None:
+class _CompleteStream:
     """Legacy /v1/complete stream: "completion" events carry text deltas and, at the end, stop_reason."""
-    events = JsonEvents(body)
-    texts = []
-    finish: Optional[str] = None
-    for event in events:
-        data = event.data
+
+    def __init__(self, out: AiResponseInfo) -> None:
+        self.out = out
+        self.texts: List[str] = []
+        self.finish: Optional[str] = None
+
+    def on_event(self, event: JsonEvent) -> List[StreamDelta]:
+        out, data = self.out, event.data
         kind = as_str(data.get("type")) or event.event or ""
         if kind == "completion":
             out.provider_request_id = as_str(data.get("id")) or out.provider_request_id
             out.model = out.model or nonempty(as_str(data.get("model")))
             text = as_str(data.get("completion"))
             if text:
-                texts.append(text)
-                if out.first_token_offset is None:
-                    out.first_token_offset = event.offset
-            finish = as_str(data.get("stop_reason")) or finish
+                self.texts.append(text)
+            finish = as_str(data.get("stop_reason"))
+            self.finish = finish or self.finish
             out.stream_finished = out.stream_finished or finish is not None
+            if text or finish:
+                return [StreamDelta(content=text or None, finish_reason=finish)]
         elif kind == "error":
             set_error(out, stream_error(data.get("error")))
-    _set_text(out, "".join(texts), finish)
-    out.parse_error = events.parse_error()
+        return []
+
+    def close(self) -> None:
+        _set_text(self.out, "".join(self.texts), self.finish)

@@ -42,6 +42,27 @@ class Usage:
     cached_tokens: Optional[int] = None  # OpenAI cached_tokens / Anthropic cache_read_input_tokens
     cache_creation_tokens: Optional[int] = None  # Anthropic cache_creation_input_tokens
     reasoning_tokens: Optional[int] = None
+    # Set by the parser, which knows its API: whether prompt_tokens already includes the cached
+    # (and cache-written) tokens (OpenAI) or counts them apart (Anthropic). Totals and cost
+    # follow it; nothing downstream guesses from the provider id.
+    cache_in_prompt: bool = True
+
+
+@dataclass
+class StreamDelta:
+    """What one streamed event added to the answer, for an `ai.streaming_chunk` event."""
+
+    offset: int = 0  # body offset just past the event: its kernel timestamp comes from there
+    choice_index: int = 0
+    role: Optional[str] = None
+    content: Optional[str] = None  # answer text (reasoning/thinking excluded)
+    tool_call: Optional["ToolCall"] = None  # a call starting or a piece of its arguments
+    finish_reason: Optional[str] = None  # raw provider value
+
+    @property
+    def carries_output(self) -> bool:
+        """Text or a tool call: what time to first token waits for."""
+        return bool(self.content) or self.tool_call is not None
 
 
 @dataclass

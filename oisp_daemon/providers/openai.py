@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
 from oisp_daemon.providers.endpoint import request_path
 from oisp_daemon.providers.errors import stream_error
-from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall, ToolDefinition, Usage
+from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.fields import (
     as_dict,
     as_int,
@@ -23,9 +23,15 @@ from oisp_daemon.providers.fields import (
     as_str,
     nonempty,
 )
-from oisp_daemon.providers.parsing import Route, route_post, set_error, start_request, start_response
+from oisp_daemon.providers.family import Route
+from oisp_daemon.providers.parsing import route_post, set_error, start_request, start_response
 from oisp_daemon.providers.prompt import make_message, sampling_parameters, system_prompt
-from oisp_daemon.providers.stream import JsonEvents
+from oisp_daemon.providers.stream import JsonEvent, SseJson, StreamDecoder, decode_whole, is_event_stream
+
+# The ApiFamily interface (providers/family.py).
+FAMILY = "openai"
+NATIVE_PROVIDERS = frozenset({"openai", "azure_openai"})
+ANY_PROVIDER = True
 
 API_CHAT = "openai.chat_completions"
 API_COMPLETIONS = "openai.completions"
@@ -185,12 +191,21 @@ def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
         else:
             _choices_response(out, body)
     elif out.streaming and out.success:
-        if info.api == API_RESPONSES:
-            _responses_stream(out, resp.body)
-        else:
-            _choices_stream(out, resp.body)
+        decode_whole(_decoder(info, out), resp.body)
     out.model = out.model or info.model
     return out
+
+
+def stream_decoder(info: AiRequestInfo, resp: HttpResponse) -> Optional[StreamDecoder]:
+    """A live decoder for a streamed answer whose headers just arrived; None if not a stream."""
+    if not is_event_stream(resp, info.streaming) or resp.status >= 400:
+        return None
+    return _decoder(info, AiResponseInfo(status_code=resp.status, success=True, streaming=True))
+
+
+def _decoder(info: AiRequestInfo, out: AiResponseInfo) -> StreamDecoder:
+    handler = _ResponsesStream(out) if info.api == API_RESPONSES else _ChoicesStream(out)
+    return StreamDecoder(SseJson(), handler, out)
 
 
 def _usage(raw: Any, input_key: str, output_key: str) -> Usage:
@@ -285,61 +300,80 @@ class _StreamedCall:
             return None
         return ToolCall(name=self.name, id=self.id, type=self.type, arguments="".join(self.arguments))
 
+    def piece(self, arguments: Optional[str]) -> ToolCall:
+        """This call as a stream delta: its name and id so far, and the new arguments text."""
+        return ToolCall(name=self.name or "", id=self.id, type=self.type, arguments=arguments)
 
-def _choices_stream(out: AiResponseInfo, body: bytes) -> None:
+
+class _ChoicesStream:
     """Chat Completions / legacy Completions SSE: chunks with choices[].delta (or .text)."""
-    events = JsonEvents(body)
-    texts: Dict[int, List[str]] = {}
-    finishes: Dict[int, Optional[str]] = {}
-    calls: Dict[Tuple[int, int], _StreamedCall] = {}
-    stream_id: Optional[str] = None
-    for event in events:
-        chunk = event.data
+
+    def __init__(self, out: AiResponseInfo) -> None:
+        self.out = out
+        self.texts: Dict[int, List[str]] = {}
+        self.finishes: Dict[int, Optional[str]] = {}
+        self.calls: Dict[Tuple[int, int], _StreamedCall] = {}
+        self.stream_id: Optional[str] = None
+
+    def on_event(self, event: JsonEvent) -> List[StreamDelta]:
+        out, chunk = self.out, event.data
         if chunk.get("error"):  # OpenRouter & co. report a failure mid-stream in a chunk
             set_error(out, stream_error(chunk["error"]))
-        stream_id = stream_id or as_str(chunk.get("id"))
+        self.stream_id = self.stream_id or as_str(chunk.get("id"))
         out.model = out.model or nonempty(as_str(chunk.get("model")))
         usage = chunk.get("usage") or as_dict(chunk.get("x_groq")).get("usage")
         if isinstance(usage, dict):
             out.usage = _usage(usage, "prompt_tokens", "completion_tokens")
+        deltas: List[StreamDelta] = []
         for position, choice in enumerate(as_list(chunk.get("choices"))):
             choice = as_dict(choice)
             index = _choice_index(choice, position)
             delta = as_dict(choice.get("delta"))
             text = as_str(delta.get("content")) if delta else as_str(choice.get("text"))
-            produced = bool(text)
             if text:
-                texts.setdefault(index, []).append(text)
-            for tool_position, raw in enumerate(as_list(delta.get("tool_calls"))):
-                raw = as_dict(raw)
-                tool_index = as_int(raw.get("index"))
-                key = (index, tool_index if tool_index is not None else tool_position)
-                function = as_dict(raw.get("function"))
-                call = calls.get(key)
-                if call is None:
-                    call = calls[key] = _StreamedCall(None, None, as_str(raw.get("type")) or "function")
-                call.name = call.name or as_str(function.get("name"))
-                call.id = call.id or as_str(raw.get("id"))
-                if isinstance(function.get("arguments"), str):
-                    call.arguments.append(function["arguments"])
-                produced = True
-            legacy = as_dict(delta.get("function_call"))
-            if legacy:
-                call = calls.setdefault((index, -1), _StreamedCall(None, None, "function"))
-                call.name = call.name or as_str(legacy.get("name"))
-                if isinstance(legacy.get("arguments"), str):
-                    call.arguments.append(legacy["arguments"])
-                produced = True
-            if produced and out.first_token_offset is None:
-                out.first_token_offset = event.offset
+                self.texts.setdefault(index, []).append(text)
+            pieces = self._tool_deltas(index, delta)
             finish = as_str(choice.get("finish_reason"))
             if finish:
-                finishes[index] = finish
-    out.provider_request_id = stream_id or out.provider_request_id
-    _set_choices(out, {i: "".join(parts) for i, parts in texts.items()}, finishes)
-    out.tool_calls = [c for c in (calls[key].done() for key in sorted(calls)) if c]
-    out.parse_error = events.parse_error()
-    out.stream_finished = events.done_sentinel
+                self.finishes[index] = finish
+            role = as_str(delta.get("role"))
+            if text or role or finish:
+                deltas.append(StreamDelta(choice_index=index, role=role, content=text or None, finish_reason=finish))
+            deltas.extend(StreamDelta(choice_index=index, tool_call=piece) for piece in pieces)
+        return deltas
+
+    def _tool_deltas(self, index: int, delta: Dict[str, Any]) -> List[ToolCall]:
+        """Assemble streamed tool calls; returns the pieces this chunk carried."""
+        pieces: List[ToolCall] = []
+        for tool_position, raw in enumerate(as_list(delta.get("tool_calls"))):
+            raw = as_dict(raw)
+            tool_index = as_int(raw.get("index"))
+            key = (index, tool_index if tool_index is not None else tool_position)
+            function = as_dict(raw.get("function"))
+            call = self.calls.get(key)
+            if call is None:
+                call = self.calls[key] = _StreamedCall(None, None, as_str(raw.get("type")) or "function")
+            call.name = call.name or as_str(function.get("name"))
+            call.id = call.id or as_str(raw.get("id"))
+            arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else None
+            if arguments is not None:
+                call.arguments.append(arguments)
+            pieces.append(call.piece(arguments))
+        legacy = as_dict(delta.get("function_call"))
+        if legacy:
+            call = self.calls.setdefault((index, -1), _StreamedCall(None, None, "function"))
+            call.name = call.name or as_str(legacy.get("name"))
+            arguments = legacy.get("arguments") if isinstance(legacy.get("arguments"), str) else None
+            if arguments is not None:
+                call.arguments.append(arguments)
+            pieces.append(call.piece(arguments))
+        return pieces
+
+    def close(self) -> None:
+        out = self.out
+        out.provider_request_id = self.stream_id or out.provider_request_id
+        _set_choices(out, {i: "".join(parts) for i, parts in self.texts.items()}, self.finishes)
+        out.tool_calls = [c for c in (self.calls[key].done() for key in sorted(self.calls)) if c]
 
 
 def _embeddings_response(out: AiResponseInfo, body: Dict[str, Any]) -> None:
@@ -371,37 +405,41 @@ class _Collected:
         self.calls: Dict[int, _StreamedCall] = {}
 
 
-def _responses_stream(out: AiResponseInfo, body: bytes) -> None:
-    events = JsonEvents(body)
-    collected = _Collected()
-    for event in events:
-        data = event.data
+class _ResponsesStream:
+    """Responses API SSE: typed events (output_text deltas, output items, function-call
+    argument deltas) and a final response.completed carrying the whole response object."""
+
+    def __init__(self, out: AiResponseInfo) -> None:
+        self.out = out
+        self.collected = _Collected()
+
+    def on_event(self, event: JsonEvent) -> List[StreamDelta]:
+        out, data, collected = self.out, event.data, self.collected
         kind = as_str(data.get("type")) or event.event or ""
-        produced = False
         if kind == "response.output_text.delta":
             delta = as_str(data.get("delta"))
             if delta:
                 collected.text.append(delta)
-                produced = True
+                return [StreamDelta(content=delta)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
             item = as_dict(data.get("item"))
             if as_str(item.get("type")) in ("function_call", "custom_tool_call"):
-                index = as_int(data.get("output_index")) or 0
-                call = collected.calls.setdefault(index, _StreamedCall(None, None, "function"))
+                call = self._call(data)
                 call.name = call.name or as_str(item.get("name"))
                 call.id = call.id or as_str(item.get("call_id"))
                 final = _arguments_text(item.get("arguments", item.get("input")))
                 if kind.endswith(".done") and final:
                     call.arguments = [final]
-                produced = True
+                    return []
+                return [StreamDelta(tool_call=call.piece(None))]
         elif kind == "response.function_call_arguments.delta":
-            call = collected.calls.setdefault(as_int(data.get("output_index")) or 0, _StreamedCall(None, None, "function"))
+            call = self._call(data)
             if isinstance(data.get("delta"), str):
                 call.arguments.append(data["delta"])
+                return [StreamDelta(tool_call=call.piece(data["delta"]))]
         elif kind == "response.function_call_arguments.done":
-            call = collected.calls.setdefault(as_int(data.get("output_index")) or 0, _StreamedCall(None, None, "function"))
             if isinstance(data.get("arguments"), str):
-                call.arguments = [data["arguments"]]
+                self._call(data).arguments = [data["arguments"]]
         elif kind in ("response.created", "response.in_progress"):
             response = as_dict(data.get("response"))
             out.provider_request_id = as_str(response.get("id")) or out.provider_request_id
@@ -409,17 +447,22 @@ def _responses_stream(out: AiResponseInfo, body: bytes) -> None:
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
             _responses_object(out, as_dict(data.get("response")), collected)
             out.stream_finished = True
+            return [StreamDelta(finish_reason=out.finish_reason)] if out.finish_reason else []
         elif kind == "error":
             # The event's own "type" is just "error"; what names the error is its code.
             set_error(out, stream_error({k: v for k, v in data.items() if k != "type"}))
-        if produced and out.first_token_offset is None:
-            out.first_token_offset = event.offset
-    if out.text is None and collected.text:
-        out.text = "".join(collected.text)
-        out.choice_texts = [out.text]
-    if not out.tool_calls:
-        out.tool_calls = [c for c in (collected.calls[i].done() for i in sorted(collected.calls)) if c]
-    out.parse_error = events.parse_error()
+        return []
+
+    def _call(self, data: Dict[str, Any]) -> _StreamedCall:
+        return self.collected.calls.setdefault(as_int(data.get("output_index")) or 0, _StreamedCall(None, None, "function"))
+
+    def close(self) -> None:
+        out, collected = self.out, self.collected
+        if out.text is None and collected.text:
+            out.text = "".join(collected.text)
+            out.choice_texts = [out.text]
+        if not out.tool_calls:
+            out.tool_calls = [c for c in (collected.calls[i].done() for i in sorted(collected.calls)) if c]
 
 
 def _responses_object(out: AiResponseInfo, response: Dict[str, Any], collected: _Collected) -> None:

@@ -1,10 +1,8 @@
-"""Dispatch an HTTP exchange to the parser of its API family.
+"""Dispatch an HTTP exchange to the API family that understands it (providers/families.py).
 
-Requests are routed by provider and path: Anthropic's own API for provider "anthropic", and the
-OpenAI API shape (Chat Completions, Completions, Embeddings, Responses) for any provider that
-serves it: OpenAI, Azure OpenAI, and the many OpenAI-compatible servers (Groq, DeepSeek, Mistral,
-vLLM, Ollama's /v1, Anthropic's compatibility endpoint, ...). Responses go back to the parser that
-understood the request.
+A provider's own API is tried first (Anthropic's Messages for provider "anthropic"), then the
+families whose shape many providers serve (the OpenAI API: OpenAI, Azure OpenAI, Groq, DeepSeek,
+vLLM, Ollama's /v1, ...). Responses and streams go back to the family that understood the request.
 
 Parsers must never take the pipeline down: captured bodies are arbitrary bytes. They are written to
 tolerate anything, and as a last line of defence an unexpected exception becomes `parse_error`.
@@ -12,40 +10,46 @@ tolerate anything, and as a last line of defence an unexpected exception becomes
 from __future__ import annotations
 
 import logging
-from types import ModuleType
-from typing import Optional
+from typing import Dict, Optional
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
-from oisp_daemon.providers import anthropic, openai
 from oisp_daemon.providers.endpoint import endpoint_url
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo
+from oisp_daemon.providers.families import FAMILIES
+from oisp_daemon.providers.family import ApiFamily
+from oisp_daemon.providers.stream import StreamDecoder
 
 log = logging.getLogger(__name__)
 
-# Providers with an API of their own, tried before the OpenAI shape.
-_NATIVE = {"anthropic": anthropic}
-# AiRequestInfo.api prefix -> parser module.
-_FAMILIES = {"openai": openai, "anthropic": anthropic}
+_BY_NAME: Dict[str, ApiFamily] = {family.FAMILY: family for family in FAMILIES}
 
 
-def _family(provider: str, req: HttpRequest) -> Optional[ModuleType]:
-    native = _NATIVE.get(provider)
-    if native is not None and native.route(req.method, req.target):
-        return native
-    return openai if openai.route(req.method, req.target) else None
+def family_for(provider: str, req: HttpRequest) -> Optional[ApiFamily]:
+    """The family whose call this request is: the provider's own API first, then shared shapes."""
+    for family in FAMILIES:
+        if provider in family.NATIVE_PROVIDERS and family.route(req.method, req.target):
+            return family
+    for family in FAMILIES:
+        if family.ANY_PROVIDER and family.route(req.method, req.target):
+            return family
+    return None
+
+
+def _family_of(info: AiRequestInfo) -> Optional[ApiFamily]:
+    return _BY_NAME.get(info.api.split(".", 1)[0])
 
 
 def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequestInfo]:
     """AI semantics of a request, or None when it is not an AI API call this sensor knows
-    (GET /v1/models, /v1/messages/count_tokens, Gemini's native API, ...)."""
-    family = _family(provider, req)
+    (GET /v1/models, /v1/messages/count_tokens, ...)."""
+    family = family_for(provider, req)
     if family is None:
         return None
     try:
         return family.parse_request(provider, req, host)
     except Exception as exc:  # noqa: BLE001 - see module docstring
         log.exception("request parser failed for provider %s", provider)
-        api, request_type = family.route(req.method, req.target)
+        api, request_type = family.route(req.method, req.target) or (f"{family.FAMILY}.unknown", "other")
         return AiRequestInfo(
             provider=provider,
             api=api,
@@ -55,10 +59,24 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
         )
 
 
+def stream_decoder(info: AiRequestInfo, resp: HttpResponse) -> Optional[StreamDecoder]:
+    """A live decoder for the streamed answer to a request parse_request understood, or None."""
+    family = _family_of(info)
+    if family is None:
+        return None
+    try:
+        return family.stream_decoder(info, resp)
+    except Exception:  # noqa: BLE001 - see module docstring
+        log.exception("stream decoder failed to start for %s", info.api)
+        return None
+
+
 def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
     """AI semantics of the response to a request that parse_request understood."""
-    family = _FAMILIES.get(info.api.split(".", 1)[0], openai)
+    family = _family_of(info)
     try:
+        if family is None:
+            raise LookupError(f"no family for {info.api}")
         return family.parse_response(info, resp)
     except Exception as exc:  # noqa: BLE001 - see module docstring
         log.exception("response parser failed for %s", info.api)

@@ -13,10 +13,10 @@ from oisp_daemon.providers.credentials import fill_credentials
 from oisp_daemon.providers.endpoint import endpoint_url, request_path
 from oisp_daemon.providers.errors import ErrorInfo, http_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo
+from oisp_daemon.providers.family import Route
 from oisp_daemon.providers.fields import as_str, load_json_object, salvage_string, salvage_true
 from oisp_daemon.providers.stream import is_event_stream
 
-Route = Tuple[str, str]  # (api, OISP request_type)
 JsonObject = Dict[str, object]
 
 

@@ -95,7 +95,7 @@ def test_openai_cached_tokens_are_part_of_the_prompt():
 
 def test_anthropic_cache_reads_and_writes_are_priced_apart():
     price = BUNDLE_MODELS["anthropic/claude-3-5-sonnet-20240620"]
-    got = cost_usd("anthropic", "claude-3-5-sonnet-20240620", Usage(prompt_tokens=10, completion_tokens=20, cached_tokens=1000, cache_creation_tokens=500))
+    got = cost_usd("anthropic", "claude-3-5-sonnet-20240620", Usage(prompt_tokens=10, completion_tokens=20, cached_tokens=1000, cache_creation_tokens=500, cache_in_prompt=False))
     want_in = (10 * price["input_cost_per_1k"] + 1000 * price["cache_read_cost_per_1k"] + 500 * price["cache_write_cost_per_1k"]) / 1000
     assert got[0] == pytest.approx(want_in)
 
