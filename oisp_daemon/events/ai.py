@@ -185,7 +185,8 @@ def _usage(info: AiRequestInfo, resp_info: AiResponseInfo, model: Optional[str])
         block["cache_creation_tokens"] = usage.cache_creation_tokens
     if "total_tokens" not in block and usage.prompt_tokens is not None and usage.completion_tokens is not None:
         cache = 0 if usage.cache_in_prompt else (usage.cached_tokens or 0) + (usage.cache_creation_tokens or 0)
-        block["total_tokens"] = usage.prompt_tokens + usage.completion_tokens + cache
+        reasoning = 0 if usage.reasoning_in_completion else usage.reasoning_tokens or 0
+        block["total_tokens"] = usage.prompt_tokens + usage.completion_tokens + cache + reasoning
     cost = cost_usd(info.provider, model, usage, request_model=info.model)
     if cost is not None:
         block["input_cost_usd"], block["output_cost_usd"], block["total_cost_usd"] = cost

@@ -63,5 +63,6 @@ def cost_usd(
         + cached * price.get("cache_read", price["input"]) / 1000
         + written * price.get("cache_write", price["input"]) / 1000
     )
-    output_cost = (usage.completion_tokens or 0) * price["output"] / 1000
+    output = (usage.completion_tokens or 0) + (0 if usage.reasoning_in_completion else usage.reasoning_tokens or 0)
+    output_cost = output * price["output"] / 1000
     return round(input_cost, _DIGITS), round(output_cost, _DIGITS), round(input_cost + output_cost, _DIGITS)

@@ -46,6 +46,9 @@ class Usage:
     # (and cache-written) tokens (OpenAI) or counts them apart (Anthropic). Totals and cost
     # follow it; nothing downstream guesses from the provider id.
     cache_in_prompt: bool = True
+    # Likewise whether completion_tokens includes reasoning tokens (OpenAI) or not (Gemini's
+    # candidatesTokenCount): reasoning is billed as output either way.
+    reasoning_in_completion: bool = True
 
 
 @dataclass

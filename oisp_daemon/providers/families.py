@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from oisp_daemon.providers import anthropic, openai
+from oisp_daemon.providers import anthropic, gemini, openai
 from oisp_daemon.providers.family import ApiFamily
 
 FAMILIES: Tuple[ApiFamily, ...] = (
     anthropic,
+    gemini,
     openai,
 )

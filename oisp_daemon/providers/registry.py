@@ -55,7 +55,10 @@ def _keyed(entries: Dict[str, str]) -> Dict[Tuple[str, Optional[int]], str]:
 
 @functools.lru_cache(maxsize=1)
 def _bundle_patterns() -> List[Tuple[Pattern[str], str]]:
-    return [(re.compile(p["regex"], re.IGNORECASE), p["provider"]) for p in load_table("provider_domains")["patterns"]]
+    """The bundle's host patterns, then the hand-kept ones for hosts it lacks (regional Vertex
+    AI hosts, OpenRouter, xAI, ...), so the bundle wins where both match."""
+    patterns = load_table("provider_domains")["patterns"] + load_table("provider_domains_extra")["patterns"]
+    return [(re.compile(p["regex"], re.IGNORECASE), p["provider"]) for p in patterns]
 
 
 @functools.lru_cache(maxsize=1)

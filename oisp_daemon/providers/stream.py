@@ -13,6 +13,7 @@ So the deltas a user sees live and the text in the final response cannot disagre
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, NamedTuple, Optional, Protocol
 
 from oisp_daemon.decode.messages import HttpResponse
@@ -129,3 +130,142 @@ def decode_whole(decoder: StreamDecoder, body: bytes) -> None:
     """Run a decoder over a complete body (parse_response of a streamed answer)."""
     decoder.feed(body)
     decoder.close()
+
+
+class JsonLines:
+    """Newline-delimited JSON objects (Ollama's application/x-ndjson, Cohere v1's
+    application/stream+json). A line too long to be an event is dropped and counted."""
+
+    done_sentinel = False
+
+    def __init__(self, max_line: int = 16 << 20) -> None:
+        self._buf = bytearray()
+        self._base = 0  # body offset of self._buf[0]
+        self._skipping = False  # inside an over-long line: drop bytes up to its newline
+        self.max_line = max_line
+        self.bad = 0
+
+    def feed(self, data: bytes) -> List[JsonEvent]:
+        self._buf += data
+        events: List[JsonEvent] = []
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end < 0:
+                break
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._line(bytes(self._buf[start:end]), self._base + end + 1, events)
+            start = end + 1
+        del self._buf[:start]
+        self._base += start
+        if len(self._buf) > self.max_line:
+            self._base += len(self._buf)
+            self._buf = bytearray()
+            if not self._skipping:
+                self.bad += 1
+            self._skipping = True
+        return events
+
+    def finish(self) -> List[JsonEvent]:
+        events: List[JsonEvent] = []
+        if self._buf and not self._skipping:
+            self._line(bytes(self._buf), self._base + len(self._buf), events)
+        self._base += len(self._buf)
+        self._buf = bytearray()
+        return events
+
+    def parse_error(self) -> Optional[str]:
+        return f"{self.bad} stream line(s) without a JSON object" if self.bad else None
+
+    def _line(self, line: bytes, offset: int, events: List[JsonEvent]) -> None:
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            return
+        value = load_event(text)
+        if isinstance(value, dict):
+            events.append(JsonEvent(None, value, offset))
+        else:
+            self.bad += 1
+
+
+class JsonArray:
+    """A JSON array streamed one element at a time (Gemini's streamGenerateContent without
+    alt=sse): `[{...},\r\n{...}]`. Scans for the end of each top-level object, minding
+    strings and escapes, so an element is parsed once it is whole; bounded like JsonLines."""
+
+    done_sentinel = False
+    _SPECIAL = re.compile(rb'[{}\[\]"\\]')
+
+    def __init__(self, max_element: int = 16 << 20) -> None:
+        self._buf = bytearray()
+        self._base = 0  # body offset of self._buf[0]
+        self._depth = 0  # 0 between elements, >0 inside one
+        self._in_string = False
+        self._start = -1  # index in _buf where the current element began; -1 when dropped
+        self._scan = 0
+        self._dropping = False  # inside an element too large to keep
+        self.max_element = max_element
+        self.bad = 0
+
+    def feed(self, data: bytes) -> List[JsonEvent]:
+        self._buf += data
+        events: List[JsonEvent] = []
+        buf, i = self._buf, self._scan
+        while True:
+            m = self._SPECIAL.search(buf, i)
+            if m is None:
+                break
+            i, byte = m.start(), buf[m.start()]
+            if byte == 0x5C:  # backslash: skips the next byte (only meaningful inside strings)
+                if i + 1 >= len(buf):
+                    break  # the escaped byte has not arrived yet
+                i += 2
+                continue
+            i += 1
+            if self._in_string:
+                self._in_string = byte != 0x22
+            elif byte == 0x22:
+                self._in_string = self._depth > 0
+            elif byte in (0x7B, 0x5B) and (self._depth > 0 or byte == 0x7B):  # {, or [ inside one
+                if self._depth == 0:
+                    self._start = i - 1
+                self._depth += 1
+            elif byte in (0x7D, 0x5D) and self._depth > 0:
+                self._depth -= 1
+                if self._depth == 0:
+                    if not self._dropping:
+                        self._element(bytes(buf[self._start:i]), self._base + i, events)
+                    self._start, self._dropping = -1, False
+        keep = self._start if self._start >= 0 else i
+        del buf[:keep]
+        self._base += keep
+        self._scan = i - keep
+        if self._start >= 0:
+            self._start = 0
+        if len(buf) > self.max_element and not self._dropping:  # too large to hold: drop, count
+            self._base += len(buf)
+            buf.clear()
+            self._scan, self._start, self._dropping = 0, -1, True
+            self.bad += 1
+        elif self._dropping:
+            self._base += len(buf)
+            buf.clear()
+            self._scan = 0
+        return events
+
+    def finish(self) -> List[JsonEvent]:
+        if self._depth > 0 and not self._dropping:
+            self.bad += 1  # an element cut off by the end of the body
+        return []
+
+    def parse_error(self) -> Optional[str]:
+        return f"{self.bad} stream element(s) without a JSON object" if self.bad else None
+
+    def _element(self, raw: bytes, offset: int, events: List[JsonEvent]) -> None:
+        value = load_event(raw.decode("utf-8", "replace"))
+        if isinstance(value, dict):
+            events.append(JsonEvent(None, value, offset))
+        else:
+            self.bad += 1

@@ -1,8 +1,8 @@
 """Every recorded exchange the parsers claim is parsed to what its fixture's `expect` block says.
 
-OpenAI, Anthropic and Azure OpenAI fixtures, plus the OpenAI-compatible servers (Cerebras,
-DeepSeek, Groq, Mistral, OpenRouter, Together) that go through the OpenAI parser. Other APIs
-(Bedrock, Cohere, Gemini, Ollama's native API, Vertex) must be declined, not misparsed.
+OpenAI, Anthropic, Azure OpenAI, Gemini and Vertex AI fixtures, plus the OpenAI-compatible servers
+(Cerebras, DeepSeek, Groq, Mistral, OpenRouter, Together) that go through the OpenAI parser. APIs
+without a family yet must be declined, not misparsed.
 """
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ PARSED = fixture_paths(
     "mistral-*.json",
     "openrouter-*.json",
     "together-*.json",
+    "gemini-*.json",
+    "vertex-ai-*.json",
 )
-DECLINED = fixture_paths("bedrock-*.json", "cohere-*.json", "gemini-*.json", "ollama-api*.json", "vertex-ai-*.json")
+DECLINED = fixture_paths("bedrock-*.json", "cohere-*.json", "ollama-api*.json")
 # usage_extra key in the fixtures -> Usage field
 USAGE_EXTRA = {
     "cached_input_tokens": "cached_tokens",

@@ -122,3 +122,20 @@ def test_every_bundle_domain_index_entry_is_detected():
     bundle = json.loads(BUNDLE.read_text())
     for host, pid in bundle["domain_index"].items():
         assert detect_provider(host, None) == pid, host
+
+
+@pytest.mark.parametrize("host,provider", [
+    ("us-central1-aiplatform.googleapis.com", "google"),
+    ("europe-west4-aiplatform.googleapis.com", "google"),
+    ("openrouter.ai", "openrouter"),
+    ("api.x.ai", "xai"),
+    ("api.cerebras.ai", "cerebras"),
+    ("api.writer.com", "writer"),
+])
+def test_hosts_the_bundle_lacks_are_known(host, provider):
+    assert detect_provider(host, None) == provider
+
+
+def test_the_supplement_does_not_shadow_the_bundle():
+    assert detect_provider("aiplatform.googleapis.com", None) == "google"
+    assert detect_provider("evil-aiplatform.googleapis.com.example.com", None) is None
