@@ -63,6 +63,8 @@ def _provider_block(info: AiRequestInfo, with_account: bool) -> Dict[str, str]:
     block = {"name": info.provider if info.provider in OISP_PROVIDER_NAMES else "other", "endpoint": info.endpoint}
     if block["name"] == "other":
         block["id"] = info.provider
+    if info.region:
+        block["region"] = info.region
     if with_account:
         if info.organization_id:
             block["organization_id"] = info.organization_id

@@ -56,7 +56,7 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     if body is None:
         return info
     if info.api == API_MESSAGES:
-        _messages_request(info, body)
+        messages_request(info, body)
     else:
         prompt = as_str(body.get("prompt"))
         info.messages = [Message(role="user", content=prompt)] if prompt is not None else []
@@ -79,7 +79,7 @@ def _tool_definition(tool: Dict[str, Any]) -> Optional[ToolDefinition]:
     return ToolDefinition(name=name, type="other")
 
 
-def _messages_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
+def messages_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
     system, _ = content_text(body.get("system"))
     if system:
         # Anthropic sends the system prompt beside the messages; OISP lists it as the first message.
@@ -129,7 +129,7 @@ def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
     out, body = start_response(info, resp, ("request-id",))
     if body is not None:
         if info.api == API_MESSAGES:
-            _message_object(out, body)
+            message_object(out, body)
         else:
             _completion_object(out, body)
     elif out.streaming and out.success:
@@ -146,7 +146,7 @@ def stream_decoder(info: AiRequestInfo, resp: HttpResponse) -> Optional[StreamDe
 
 
 def _decoder(info: AiRequestInfo, out: AiResponseInfo) -> StreamDecoder:
-    handler = _MessagesStream(out) if info.api == API_MESSAGES else _CompleteStream(out)
+    handler = MessagesStream(out) if info.api == API_MESSAGES else _CompleteStream(out)
     return StreamDecoder(SseJson(), handler, out)
 
 
@@ -181,7 +181,7 @@ def _block_call(block: Dict[str, Any]) -> Optional[ToolCall]:
     return ToolCall(name=name, id=as_str(block.get("id")), type="function" if kind == "tool_use" else kind, arguments=arguments)
 
 
-def _message_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
+def message_object(out: AiResponseInfo, body: Dict[str, Any]) -> None:
     out.provider_request_id = as_str(body.get("id")) or out.provider_request_id
     out.model = as_str(body.get("model"))
     texts = []
@@ -209,7 +209,7 @@ class _Block:
         self.parts: List[str] = []
 
 
-class _MessagesStream:
+class MessagesStream:
     """Messages SSE: message_start, content blocks (text, tool_use, thinking) with their deltas,
     message_delta (stop reason, usage) and message_stop."""
 

@@ -85,6 +85,7 @@ class AiRequestInfo:
     api_key: Optional[str] = None  # the credential as sent; events keep only a prefix and a hash
     organization_id: Optional[str] = None
     project_id: Optional[str] = None
+    region: Optional[str] = None  # the provider's region where the host or path names one (Bedrock, Vertex)
     parse_error: Optional[str] = None  # body was not the JSON the API expects
 
 

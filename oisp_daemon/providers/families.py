@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from oisp_daemon.providers import anthropic, cohere, gemini, ollama, openai
+from oisp_daemon.providers import anthropic, bedrock, cohere, gemini, ollama, openai
 from oisp_daemon.providers.family import ApiFamily
 
 FAMILIES: Tuple[ApiFamily, ...] = (
     anthropic,
+    bedrock,
     cohere,
     gemini,
     ollama,

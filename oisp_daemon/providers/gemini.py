@@ -67,6 +67,7 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     info.model = match.group("model")
     info.streaming = info.api == API_STREAM
     info.project_id = info.project_id or match.group("project")
+    info.region = match.group("location")
     info.api_key = info.api_key or _query_key(req.target)
     if body is None:
         return info

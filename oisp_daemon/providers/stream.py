@@ -12,10 +12,13 @@ So the deltas a user sees live and the text in the final response cannot disagre
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Protocol
 
+from oisp_daemon.decode.eventstream import EventStreamDecoder
 from oisp_daemon.decode.messages import HttpResponse
 from oisp_daemon.decode.sse import SseEvent, SseParser
 from oisp_daemon.providers.exchange import AiResponseInfo, StreamDelta
@@ -269,3 +272,48 @@ class JsonArray:
             events.append(JsonEvent(None, value, offset))
         else:
             self.bad += 1
+
+
+class AwsEventStream:
+    """AWS event stream messages as JSON events (Bedrock): the `:event-type` header names the
+    event; an `exception` message becomes an event named "exception" with the exception type
+    in `__type`; InvokeModelWithResponseStream's `chunk` events carry the model's own JSON
+    base64-encoded in `bytes`, which is unwrapped. CRCs are checked by the decoder."""
+
+    done_sentinel = False
+
+    def __init__(self) -> None:
+        self._decoder = EventStreamDecoder()
+        self.bad = 0
+
+    def feed(self, data: bytes) -> List[JsonEvent]:
+        events = []
+        for message in self._decoder.feed(data):
+            value = load_event(message.payload.decode("utf-8", "replace")) if message.payload else {}
+            if not isinstance(value, dict):
+                self.bad += 1
+                continue
+            if message.message_type == "exception":
+                value = dict(value, __type=message.header(":exception-type") or "exception")
+                events.append(JsonEvent("exception", value, message.offset))
+                continue
+            name = message.header(":event-type")
+            if name == "chunk" and isinstance(value.get("bytes"), str):
+                try:
+                    inner = load_event(base64.b64decode(value["bytes"], validate=True).decode("utf-8", "replace"))
+                except (binascii.Error, ValueError):
+                    inner = None
+                if not isinstance(inner, dict):
+                    self.bad += 1
+                    continue
+                value = inner
+            events.append(JsonEvent(name, value, message.offset))
+        return events
+
+    def finish(self) -> List[JsonEvent]:
+        self._decoder.finish()
+        return []
+
+    def parse_error(self) -> Optional[str]:
+        errors = [e for e in (self._decoder.error, f"{self.bad} stream event(s) without a JSON object" if self.bad else None) if e]
+        return "; ".join(errors) or None

@@ -16,7 +16,7 @@ from tests.support.fixtures import fixture_host, fixture_paths, fixture_request,
 
 STREAMS = [p for p in fixture_paths("openai-*.json", "anthropic-*.json", "azure-openai-*.json", "deepseek-*.json",
                                     "groq-*.json", "mistral-*.json", "openrouter-*.json", "cerebras-*.json",
-                                    "together-*.json", "gemini-*.json", "vertex-ai-*.json", "ollama-api*.json", "cohere-*.json")
+                                    "together-*.json", "gemini-*.json", "vertex-ai-*.json", "ollama-api*.json", "cohere-*.json", "bedrock-*.json")
            if load_fixture(str(p))["expect"].get("streaming")]
 
 

@@ -1,8 +1,9 @@
 """Every recorded exchange the parsers claim is parsed to what its fixture's `expect` block says.
 
-OpenAI, Anthropic, Azure OpenAI, Gemini and Vertex AI fixtures, plus the OpenAI-compatible servers
-(Cerebras, DeepSeek, Groq, Mistral, OpenRouter, Together) that go through the OpenAI parser. APIs
-without a family yet must be declined, not misparsed.
+Every provider's recordings: the native families (OpenAI, Azure OpenAI, Anthropic, Gemini and
+Vertex AI, Bedrock, Cohere, Ollama) and the OpenAI-compatible servers (Cerebras, DeepSeek, Groq,
+Mistral, OpenRouter, Together) that go through the OpenAI family. Calls that are not AI API calls
+are declined, not misparsed.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from oisp_daemon.providers.parse import parse_request, parse_response
 from oisp_daemon.providers.registry import detect_provider
-from tests.support.fixtures import fixture_host, fixture_paths, fixture_request, fixture_response, load_fixture
+from tests.support.fixtures import fixture_host, fixture_paths, fixture_request, fixture_response, http_request, load_fixture
 
 PARSED = fixture_paths(
     "openai-*.json",
@@ -28,8 +29,8 @@ PARSED = fixture_paths(
     "vertex-ai-*.json",
     "ollama-api*.json",
     "cohere-*.json",
+    "bedrock-*.json",
 )
-DECLINED = fixture_paths("bedrock-*.json")
 # usage_extra key in the fixtures -> Usage field
 USAGE_EXTRA = {
     "cached_input_tokens": "cached_tokens",
@@ -53,7 +54,7 @@ def _parse(path):
 
 
 def test_fixture_sets_are_not_empty():
-    assert len(PARSED) >= 40 and len(DECLINED) >= 3
+    assert len(PARSED) >= 58
 
 
 @pytest.mark.parametrize("path", PARSED, ids=lambda p: p.name)
@@ -109,7 +110,13 @@ def test_tool_call_arguments_are_complete_json(path):
         assert isinstance(json.loads(call.arguments), dict), call
 
 
-@pytest.mark.parametrize("path", DECLINED, ids=lambda p: p.name)
-def test_other_apis_are_declined(path):
-    fx = load_fixture(str(path))
-    assert parse_request(_provider(fx), fixture_request(fx), fixture_host(fx)) is None
+@pytest.mark.parametrize("provider,method,target", [
+    ("openai", "GET", "/v1/models"),
+    ("anthropic", "POST", "/v1/messages/count_tokens"),
+    ("google", "POST", "/v1beta/models/gemini-2.5-flash:countTokens"),
+    ("aws_bedrock", "GET", "/foundation-models"),
+    ("cohere", "POST", "/v1/tokenize"),
+    ("ollama", "GET", "/api/tags"),
+])
+def test_calls_that_are_not_ai_api_calls_are_declined(provider, method, target):
+    assert parse_request(provider, http_request(target, {"model": "m"}, method=method), "api.example.com") is None
