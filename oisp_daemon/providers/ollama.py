@@ -23,7 +23,7 @@ from oisp_daemon.providers.stream import JsonEvent, JsonLines, StreamDecoder, de
 # The ApiFamily interface (providers/family.py).
 FAMILY = "ollama"
 NATIVE_PROVIDERS = frozenset({"ollama"})
-ANY_PROVIDER = True  # /api/chat and /api/generate are Ollama's shape wherever it listens
+ANY_PROVIDER = False  # /api/... paths are too generic to claim on hosts not known as Ollama
 
 API_CHAT = "ollama.chat"
 API_GENERATE = "ollama.generate"
