@@ -17,7 +17,9 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from oisp_daemon.redact.commandline import join_argv
 
 # Application id for the host's device_id, derived from /etc/machine-id the way systemd's
 # sd_id128_get_machine_app_specific() does: machine-id(5) says the raw id is confidential and must
@@ -35,6 +37,9 @@ _ARCHES = {
     "i586": "i686",
     "i686": "i686",
 }
+
+# Longest command line kept per process (the cache holds thousands; /proc allows megabytes).
+MAX_CMDLINE_CHARS = 32 * 1024
 
 
 def oisp_arch(machine: str) -> str:
@@ -79,6 +84,27 @@ def os_pretty_name(paths: Tuple[str, ...] = ("/etc/os-release", "/usr/lib/os-rel
                 return value.strip().strip("\"'") or None
         return None
     return None
+
+
+def cmdline_from_proc(raw: bytes, limit: int = MAX_CMDLINE_CHARS) -> str:
+    """/proc/<pid>/cmdline (NUL-separated) as one line that keeps argument boundaries (quoted
+    where needed), so the redactor sees `-H 'Authorization: Bearer <key>'` as one argument.
+
+    Cut at an argument boundary past `limit`, never inside one: a key cut in half would no
+    longer look like a key to the detectors.
+    """
+    args = [arg.decode("utf-8", "replace") for arg in raw.rstrip(b"\0").split(b"\0")]
+    kept: List[str] = []
+    size = 0
+    for arg in args:
+        size += len(arg) + 1
+        if size > limit:
+            break
+        kept.append(arg)
+    line = join_argv(kept)
+    if len(kept) < len(args):
+        line += " [truncated: %d more args]" % (len(args) - len(kept))
+    return line
 
 
 @dataclass(frozen=True)
@@ -233,7 +259,7 @@ class ProcessCache:
         except OSError:
             raw = b""
         if raw:
-            entry.cmdline = " ".join(arg.decode("utf-8", "replace") for arg in raw.rstrip(b"\0").split(b"\0"))
+            entry.cmdline = cmdline_from_proc(raw)
         entry.loaded = True
 
     def _user(self, uid: Optional[int]) -> Optional[str]:

@@ -22,12 +22,12 @@ import copy
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from .commandline import args_marker, secret_values, split_words
+from .commandline import args_marker, join_argv, named_value_spans, secret_values, split_cmdline, split_words
 from .custom import compile_custom_patterns
 from .detectors import DETECTORS, marker_for
 from .digest import short_sha256
 from .errors import RedactionConfigError
-from .names import NAMED_SECRET, is_secret_name
+from .names import NAMED_SECRET, is_credential_name, is_secret_name
 from .scanner import Scanner
 
 MODES = ("safe", "minimal", "full")
@@ -260,12 +260,13 @@ class _Run:
         return out
 
     def argv(self, argv: List[str]) -> List[str]:
-        """Safe: detectors on every argument, values of secret-named options replaced whole.
+        """Safe: values of secret-named options and of credential names inside an argument
+        (headers, URL parameters, JSON members) replaced whole, then the detectors.
         Minimal: the program, then one marker counting the arguments removed."""
         if self.minimal:
             if not argv:
                 return []
-            program = self.replace(self.content_scanner, argv[0])
+            program = self.text(argv[0])
             if len(argv) == 1:
                 return [program]
             for arg in argv[1:]:
@@ -278,20 +279,45 @@ class _Run:
             if i in secret:
                 out.append(arg[: secret[i]] + self.whole(arg[secret[i] :]))
             else:
-                out.append(self.replace(self.content_scanner, arg))
+                out.append(self.text(arg))
         return out
 
     def cmdline(self, cmdline: str) -> str:
-        """A command line as one string: split on whitespace, redacted as argv, rejoined."""
-        parts = split_words(cmdline)
+        """A command line as one string: redacted argument by argument (split as
+        events/context.py joined it, else on whitespace), rejoined, then once more as a whole,
+        so that a header, its scheme and its token are seen together even across arguments."""
+        argv = split_cmdline(cmdline)
         if self.minimal:
-            words = [w for w in parts[0::2] if w]
-            return " ".join(self.argv(words)) if words else cmdline
-        parts[0::2] = self.argv(parts[0::2])
-        return "".join(parts)
+            words = argv if argv is not None else [w for w in split_words(cmdline)[0::2] if w]
+            if not words:
+                return cmdline
+            kept = self.argv(words)
+            return " ".join([join_argv(kept[:1])] + kept[1:])
+        if argv is not None:
+            joined = join_argv(self.argv(argv))
+        else:
+            parts = split_words(cmdline)
+            parts[0::2] = self.argv(parts[0::2])
+            joined = "".join(parts)
+        return self.text(joined)
+
+    def text(self, value: str) -> str:
+        """Free text outside content (an argument, a command line, an environment value):
+        values after credential names replaced whole, then every detector."""
+        spans = named_value_spans(value)
+        if spans:
+            parts, pos = [], 0
+            for start, end in spans:
+                parts.append(value[pos:start])
+                parts.append(self.whole(value[start:end]))
+                pos = end
+            parts.append(value[pos:])
+            value = "".join(parts)
+        return self.replace(self.content_scanner, value) if value else value
 
     def env(self, env: Mapping[str, Any]) -> Dict[str, Any]:
-        """Environment variables: names are kept; values as content, secret names replaced whole."""
+        """Environment variables: names are kept; values of credential names replaced whole,
+        others as free text (an HTTP_PROXY with a password, CURL_OPTS with a header)."""
         out = {}
         for name, value in env.items():
             if not isinstance(value, str) or not value:
@@ -300,10 +326,10 @@ class _Run:
                 self.counts.update(self.content_scanner.count(value))
                 self.changed = True
                 out[name] = _redacted_string(value)
-            elif is_secret_name(name):
+            elif is_credential_name(name):
                 out[name] = self.whole(value)
             else:
-                out[name] = self.replace(self.content_scanner, value)
+                out[name] = self.text(value)
         return out
 
 

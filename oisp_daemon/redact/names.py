@@ -36,3 +36,23 @@ def is_secret_name(name: str) -> bool:
         if word == "key" and i > 0 and words[i - 1] in _KEY_QUALIFIERS:
             return True
     return False
+
+
+# Last words that make a name a credential where names are chosen by people typing commands:
+# command-line options, environment variables, URL query parameters, header names
+# (AZURE_OPENAI_KEY, Ocp-Apim-Subscription-Key, ?key=, ?sig=, --oauth2-bearer, ?auth=).
+# Too loose for JSON members of API bodies ("key" names map keys there), so only used there.
+_CREDENTIAL_LAST_WORDS = frozenset({"key", "sig", "signature", "auth", "bearer"})
+
+
+def is_credential_name(name: str) -> bool:
+    """True when `name`, in a command line, environment or URL, says its value is a credential.
+
+    Wider than is_secret_name: any name whose last word is "key", "sig", "signature", "auth" or
+    "bearer" counts, as do vendor-less names like `api-key`. Over-redacting a `--sort-key` value
+    there costs little; missing an Azure key in another user's command line leaks it.
+    """
+    if is_secret_name(name):
+        return True
+    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
+    return bool(words) and words[-1] in _CREDENTIAL_LAST_WORDS
