@@ -31,6 +31,7 @@ from .notify import notify
 from .pipeline import Pipeline
 from .progress import Progress
 from .redact import RedactionConfigError
+from .redact.custom import pattern_timeouts
 from .sessions.manager import SessionManager
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class Daemon:
             "connections": self.pipeline.tracker.connection_count() if self.pipeline else 0,
             "sessions": len(self.sessions.list()),
             "tail_subscribers": self.hub.count(),
+            "redaction_pattern_timeouts": sum(pattern_timeouts().values()),
             **lost,
         }
 

@@ -13,7 +13,7 @@ arch="$(dpkg --print-architecture)"
 packages=(
   python3-bpfcc bpfcc-tools "linux-headers-${arch}"
   python3-venv python3-yaml python3-jsonschema python3-requests python3-sdnotify python3-dbus-next
-  python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard
+  python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard python3-regex
   curl openssl ca-certificates util-linux dbus zsh
 )
 # Node's fetch client: Debian's nodejs (18.x) unless a node is already installed another way.

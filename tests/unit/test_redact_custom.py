@@ -1,9 +1,13 @@
 """Custom patterns from the configuration: compiled once, and every mistake named clearly."""
 from __future__ import annotations
 
-import pytest
+import time
 
-from oisp_daemon.redact.custom import compile_custom_patterns
+import pytest
+import regex
+
+from oisp_daemon.redact.custom import BoundedDetector, compile_custom_patterns, pattern_timeouts
+from oisp_daemon.redact.scanner import Scanner
 from oisp_daemon.redact.errors import RedactionConfigError
 
 
@@ -48,3 +52,49 @@ def test_duplicate_names_are_rejected():
 
 def test_no_patterns_is_fine():
     assert compile_custom_patterns(()) == ()
+
+
+# --- run time -----------------------------------------------------------------------------------
+
+CATASTROPHIC = [r"(a+)+$", r"(\w+\s?)+$", r"(a{1,9}){1,99}", r"(a|ab)*c", r"(x|)+y", r"^(a|a?)+b",
+                r"(?:(?:ab)+c?)+", r"(.*a){20}", r"((a+))+!", r"(?=x)(a*b?)*z"]  # fmt: skip
+BENIGN = [r"EMP-\d{6}", r"(\d{3}-){2}\d{4}", r"(?:foo|bar)+", r".*foo.*", r"(?:\d{3}[- ]){3}",
+          r"(?i)acct-(?:[a-z0-9]{4}-){3}[a-z0-9]{4}", r"(?:ab|cd)*x", r"(\w|\d)+", r"a++b"]  # fmt: skip
+
+
+@pytest.mark.parametrize("pattern", CATASTROPHIC)
+def test_exponential_shapes_are_refused_naming_the_pattern(pattern):
+    with pytest.raises(RedactionConfigError, match=r"'slow': regex .* can take exponential time"):
+        compile_custom_patterns([{"name": "slow", "regex": pattern}])
+
+
+@pytest.mark.parametrize("pattern", BENIGN)
+def test_ordinary_patterns_are_accepted(pattern):
+    (detector,) = compile_custom_patterns([{"name": "ok", "regex": pattern}])
+    assert detector.name == "ok"
+
+
+def test_a_long_pattern_is_quoted_short_in_the_error():
+    pattern = "(" + "a" * 5000 + "+)+"
+    with pytest.raises(RedactionConfigError) as info:
+        compile_custom_patterns([{"name": "long", "regex": pattern}])
+    assert len(str(info.value)) < 500 and "(%d characters)" % len(pattern) in str(info.value)
+
+
+def test_a_pattern_that_slips_through_costs_bounded_time_and_is_counted():
+    """(a|aa)+$ passes nothing of the static check on purpose here: it is built directly, as a
+    shape the check does not know would be. The match gives up, the string is redacted whole."""
+    detector = BoundedDetector("slips", regex.compile(r"(a|aa)+$", regex.V0), secret=False, timeout=0.05)
+    before = pattern_timeouts().get("slips", 0)
+    started = time.monotonic()
+    text = "a" * 60 + "!"
+    assert list(detector.spans(text)) == [(0, len(text))]
+    # Unbounded, this match takes longer than the age of the universe; bounded, one timeout.
+    assert time.monotonic() - started < 5
+    assert pattern_timeouts()["slips"] == before + 1
+
+
+def test_a_timed_out_string_leaves_nothing_in_the_event():
+    detector = BoundedDetector("slips", regex.compile(r"(a|aa)+$", regex.V0), secret=False, timeout=0.05)
+    scanner = Scanner([detector])
+    assert scanner.redact("a" * 60 + "! secret EMP-1")[0] == "[REDACTED:slips]"
