@@ -3,6 +3,10 @@
 /etc/oisp-sensor/config.yaml, then config.d/*.yaml in lexical order, then OISP_* environment
 overrides. Maps deep-merge and lists replace, so a drop-in can change one key without restating
 the rest. Errors name the file, the key and the problem: an operator should not need to read code.
+
+Small bad input gives small errors: YAML aliases are refused (a few hundred bytes of nested
+aliases expand to gigabytes), and error text is cut to MAX_ERROR_CHARS wherever it goes (the log,
+`last_reload` in status, check-config), with a note saying how much was left out.
 """
 from __future__ import annotations
 
@@ -20,9 +24,46 @@ ENV_PREFIX = "OISP_"  # OISP_CONTROL__SOCKET=/x sets control.socket (value parse
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
 
+MAX_ERROR_CHARS = 4096  # of one ConfigError's text
+MAX_ERRORS = 20  # schema errors listed per source
+MAX_ERROR_LINE = 400  # characters of one schema error (its message quotes the offending value)
+
+
+def truncated(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` cut to about `limit` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + "... [%d more characters not shown]" % (len(text) - limit)
+
 
 class ConfigError(ValueError):
-    """A configuration file is unreadable or invalid; str() is the operator-facing message."""
+    """A configuration file is unreadable or invalid; str() is the operator-facing message,
+    never longer than MAX_ERROR_CHARS (plus the note that says so)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(truncated(message))
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (and so merge keys built on them): a configuration does
+    not need them, and nested aliases make a tiny file expand without bound."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*%s) are not allowed in the configuration; write the value out" % event.anchor,
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: Any) -> Any:
+    """YAML without aliases; RecursionError (absurd nesting) is reported as a YAML error."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def deep_merge(base: Dict[str, Any], overlay: Dict[str, Any]) -> Dict[str, Any]:
@@ -42,9 +83,11 @@ def _schema() -> Dict[str, Any]:
 def read_file(path: str) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = parse_yaml(fh)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -57,9 +100,15 @@ def read_file(path: str) -> Dict[str, Any]:
 def validate(config: Dict[str, Any], origin: str) -> None:
     errors: List[str] = []
     validator = jsonschema.Draft202012Validator(_schema())
-    for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        errors.append(f"{origin}: {key}: {err.message}")
+    found = 0
+    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        found += 1
+        if found > MAX_ERRORS:
+            continue
+        key = truncated(".".join(str(p) for p in err.absolute_path) or "(top level)", MAX_ERROR_LINE)
+        errors.append(f"{origin}: {key}: {truncated(err.message, MAX_ERROR_LINE)}")
+    if found > MAX_ERRORS:
+        errors.append(f"{origin}: ... and {found - MAX_ERRORS} more errors")
     if errors:
         raise ConfigError("\n".join(errors))
     _check_patterns(config, origin)
@@ -98,7 +147,7 @@ def env_overrides(environ: Mapping[str, str]) -> List[tuple]:
         if parts[0] not in known or not all(parts):
             continue
         try:
-            value = yaml.safe_load(environ[name])
+            value = parse_yaml(environ[name])
         except yaml.YAMLError as exc:
             raise ConfigError(f"environment {name}: not a valid YAML value: {exc}") from exc
         overlay: Dict[str, Any] = {}

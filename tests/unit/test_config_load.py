@@ -1,9 +1,13 @@
 """Configuration: defaults, deep merge, and errors that name file, key and problem."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from oisp_daemon.config.load import ConfigError, load
+from tests.support.paths import REPO_ROOT
 
 
 def write(tmp_path, name, text):
@@ -92,3 +96,86 @@ def test_check_config_command_exit_codes(tmp_path, capsys):
     bad = write(tmp_path, "bad.yaml", "sessions:\n  - name: 'no spaces allowed'\n")
     assert main(["check-config", good, bad]) == 1
     assert "bad.yaml: sessions.0.name: 'no spaces allowed' does not match" in capsys.readouterr().err
+
+
+# --- small bad input, small errors --------------------------------------------------------------
+
+
+def alias_bomb(levels: int, key: str = "sessions") -> str:
+    """The billion-laughs shape: each level is a list of nine aliases of the level before."""
+    lines = ['a0: &a0 ["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]']
+    for i in range(1, levels):
+        lines.append("a%d: &a%d [%s]" % (i, i, ",".join(["*a%d" % (i - 1)] * 9)))
+    lines.append("%s: *a%d" % (key, levels - 1))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("levels,key", [(6, "sessions"), (9, "binary_paths"), (8, "redaction")])
+def test_alias_bombs_are_refused_with_a_short_error(tmp_path, levels, key):
+    bomb = write(tmp_path, "bomb.yaml", alias_bomb(levels, key))
+    assert len(alias_bomb(levels, key)) < 1024
+    with pytest.raises(ConfigError) as info:
+        load([bomb])
+    message = str(info.value)
+    assert "bomb.yaml" in message and "YAML aliases (*a0) are not allowed" in message
+    assert len(message) < 1024
+
+
+def test_merge_keys_need_aliases_and_are_refused(tmp_path):
+    path = write(tmp_path, "merge.yaml", "base: &b {idle_timeout_s: 5}\ncapture:\n  <<: *b\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        load([path])
+
+
+def test_an_anchor_without_alias_is_harmless(tmp_path):
+    path = write(tmp_path, "anchor.yaml", "capture: &c\n  idle_timeout_s: 7\n")
+    assert load([path])["capture"]["idle_timeout_s"] == 7
+
+
+def test_aliases_are_refused_in_environment_overrides():
+    with pytest.raises(ConfigError, match="aliases"):
+        load([], environ={"OISP_CAPTURE__IDLE_TIMEOUT_S": "[&a 1, *a]"})
+
+
+def test_a_huge_wrong_value_gives_a_short_error(tmp_path):
+    path = write(tmp_path, "big.yaml", "redaction:\n  mode: '%s'\n" % ("m" * 1_000_000))
+    with pytest.raises(ConfigError) as info:
+        load([path])
+    assert "big.yaml: redaction.mode:" in str(info.value) and len(str(info.value)) < 1000
+
+
+def test_many_errors_are_listed_up_to_a_limit(tmp_path):
+    path = write(tmp_path, "many.yaml", "capture:\n" + "".join("  bad_key_%d: 1\n" % i for i in range(3000)))
+    path2 = write(tmp_path, "list.yaml", "binary_paths: [%s]\n" % ", ".join(["1"] * 5000))
+    for p in (path, path2):
+        with pytest.raises(ConfigError) as info:
+            load([p])
+        assert len(str(info.value)) <= 4096 + 100
+
+
+def test_deep_nesting_is_a_yaml_error(tmp_path):
+    path = write(tmp_path, "deep.yaml", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load([path])
+
+
+def test_error_text_is_cut_with_a_note():
+    assert str(ConfigError("x" * 10_000)).endswith("... [5904 more characters not shown]")
+
+
+def test_check_config_on_a_bomb_stays_small(tmp_path):
+    """A 400-byte bomb took check-config to 1.6 GB: run the real command, it reports its peak RSS."""
+    bomb = alias_bomb(10)
+    path = write(tmp_path, "bomb.yaml", bomb)
+    assert len(bomb) < 1024
+    code = ("import resource, sys\n"
+            "from oisp_daemon.cli import main\n"
+            "rc = main(['check-config', sys.argv[1]])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+            "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120,
+                          cwd=str(REPO_ROOT))
+    assert proc.returncode == 1 and "aliases" in proc.stderr
+    assert len(proc.stderr) < 1024
+    peak_kib = int(proc.stdout.split()[-1])
+    assert peak_kib < 150 * 1024, "check-config peaked at %d MiB" % (peak_kib // 1024)
