@@ -23,7 +23,7 @@ from oisp_ctl.format import (format_dropped, format_event, format_session, forma
 from oisp_ctl.protocol import ProtocolError
 
 SOCKET_ENV = "OISP_SOCKET"
-REDACTION_MODES = ("safe", "minimal", "full")
+REDACTION_MODES = protocol.REDACTION_MODES
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -68,6 +68,11 @@ ERROR_CODES = frozenset({
     E_INVALID_ARGUMENT, E_PROTOCOL_VERSION, E_INTERNAL, E_LIMIT,
 })
 
+# Redaction modes, the default first: the one list of them. The daemon's event path cannot
+# import this package, so tests/unit/test_redact_modes.py checks that the engine, authz, the
+# config schema and oisp-ctl agree with it.
+REDACTION_MODES = ("safe", "minimal", "full")
+
 # Permission names the daemon lists in its hello reply, so oisp-ctl can say what the caller may do.
 PERM_READ = "read"                  # status, redaction.get, binary_paths.list
 PERM_TAIL_OWN = "tail.own"          # tail events of the caller's own uid

@@ -6,7 +6,6 @@ enters an event: only a short prefix (which key family) and a truncated hash (wh
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, Dict, List, Optional, Union
 
@@ -16,6 +15,9 @@ from oisp_daemon.events.context import HostContext
 from oisp_daemon.events.envelope import Clock, derived_envelope, envelope, make_confidence, make_source, new_ulid
 from oisp_daemon.events.finish_reason import normalise_finish_reason
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall
+# One "sha256:" + 16 hex for prompts, tool arguments and auth.key_hash: redact/digest.py is a
+# stdlib-only leaf that events already reach through redact.keys, so importing it makes no cycle.
+from oisp_daemon.redact.digest import short_sha256 as short_hash
 from oisp_daemon.redact.keys import key_fingerprint
 
 # provider_info.name enum of the OISP v0.1 schema; other bundle providers are reported as "other"
@@ -34,11 +36,6 @@ HostBlock = Union[HostContext, Dict[str, Any], None]
 
 def _host_block(host: HostBlock) -> Optional[Dict[str, Any]]:
     return host.as_dict() if isinstance(host, HostContext) else host
-
-
-def short_hash(text: str) -> str:
-    """"sha256:" + 16 hex digits: correlates equal values (keys, prompts) without carrying them."""
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def new_request_id() -> str:
