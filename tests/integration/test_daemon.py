@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.daemon import ADMIN_GID, ADMIN_GROUP, NOBODY, USER_GID, USER_GROUP, DaemonProcess, as_user, shared_tmpdir
 from tests.support import clients
+from tests.support.node import static_node
 from tests.support.oisp_schema import assert_valid_event
 
 pytestmark = pytest.mark.bpf
@@ -182,13 +183,14 @@ def test_only_admins_set_redaction_or_binary_paths(daemon):
     assert daemon.ctl("redaction", "set", "minimal", uid=NOBODY, gid=ADMIN_GID).returncode == 0
     assert daemon.ctl_json("redaction", "get", uid=NOBODY)["mode"] == "minimal"
     assert daemon.ctl("redaction", "set", "safe").returncode == 0
-    added = daemon.ctl("binary-paths", "add", "/usr/bin/node", uid=NOBODY, gid=ADMIN_GID)
+    node = static_node()
+    added = daemon.ctl("binary-paths", "add", node, uid=NOBODY, gid=ADMIN_GID)
     assert added.returncode == 0, added.stderr
-    assert "/usr/bin/node" in daemon.ctl_json("binary-paths", "list", uid=NOBODY)
+    assert node in daemon.ctl_json("binary-paths", "list", uid=NOBODY)
     probes = {p["path"] for p in daemon.ctl_json("status")["probes"]}
-    assert os.path.realpath("/usr/bin/node") in probes
-    assert daemon.ctl("binary-paths", "remove", "/usr/bin/node").returncode == 0
-    assert "/usr/bin/node" not in daemon.ctl_json("binary-paths", "list")
+    assert node in probes
+    assert daemon.ctl("binary-paths", "remove", node).returncode == 0
+    assert node not in daemon.ctl_json("binary-paths", "list")
 
 
 def test_users_tail_their_own_events_and_members_tail_all(daemon, hosts, pki):

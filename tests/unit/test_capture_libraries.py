@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from oisp_daemon.capture import libraries
+from tests.support.node import static_node
 
 LDCONFIG = """\
 1234 libs found in cache `/etc/ld.so.cache'
@@ -34,9 +35,7 @@ def test_a_file_without_openssl_is_not_a_target(tmp_path):
 
 
 def test_configured_binary_that_links_openssl_statically_is_probed():
-    # /usr/bin/node on the build machines links OpenSSL statically (the "NVM node" case).
-    if not os.path.exists("/usr/bin/node"):
-        return
-    targets = {t.path: t for t in libraries.discover(["/usr/bin/node", "/usr/bin/node"])}
-    node = targets[os.path.realpath("/usr/bin/node")]
+    node_path = static_node()  # the "Node from nvm" case
+    targets = {t.path: t for t in libraries.discover([node_path, node_path])}
+    node = targets[node_path]
     assert node.origin == "config" and "SSL_write" in node.symbols
