@@ -16,6 +16,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -34,6 +35,10 @@ DAEMON_PYTHON = "/usr/bin/python3"
 USER_GROUP = "oisp"
 ADMIN_GROUP = "oisp-admin"
 COMMAND_TIMEOUT = 30.0
+# systemd's search path for system units, and the unit the packages install
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+             "/usr/lib/systemd/system", "/lib/systemd/system")
+UNIT_NAME = "oisp-sensor.service"
 
 # (returncode, stdout) of a command, or None when it cannot be run at all
 Runner = Callable[[Sequence[str]], Optional[Tuple[int, str]]]
@@ -179,16 +184,36 @@ def check_libssl(run: Runner = run_command) -> Check:
     return Check("libssl", OK, ", ".join(names))
 
 
-def check_daemon(socket_path: str, timeout: float = 5.0) -> Check:
+def installed_unit(unit_dirs: Sequence[str] = UNIT_DIRS) -> Optional[str]:
+    """Path of the installed oisp-sensor.service, or None (a checkout run from its venv has none)."""
+    return next((path for path in (os.path.join(d, UNIT_NAME) for d in unit_dirs)
+                 if os.path.exists(path)), None)
+
+
+def sensor_command() -> str:
+    """The oisp-sensor beside this interpreter: console scripts share its bin dir (venv or /usr)."""
+    path = os.path.join(os.path.dirname(sys.executable), "oisp-sensor")
+    return path if os.path.exists(path) else "oisp-sensor"
+
+
+def check_daemon(socket_path: str, timeout: float = 5.0,
+                 unit_dirs: Sequence[str] = UNIT_DIRS) -> Check:
     client = SocketClient(socket_path, timeout=timeout)
+    unit = installed_unit(unit_dirs)
+    logs = "journalctl -u oisp-sensor" if unit else "the output of oisp-sensor run"
     try:
         hello = client.connect()
     except ClientError as exc:
-        return Check("daemon", FAIL, str(exc), "sudo systemctl start oisp-sensor; then "
-                     "journalctl -u oisp-sensor if it does not stay up")
+        if unit:
+            start = "sudo systemctl start oisp-sensor; then %s if it does not stay up" % logs
+        else:
+            start = ("no %s is installed, so start the daemon in the foreground: sudo %s run "
+                     "(add --config FILE for a configuration other than the default)"
+                     % (UNIT_NAME, sensor_command()))
+        return Check("daemon", FAIL, str(exc), start)
     except ProtocolError as exc:
         return Check("daemon", FAIL, exc.message, "install oisp-ctl from the same release as the "
-                     "daemon" if exc.code == "protocol_version" else "journalctl -u oisp-sensor")
+                     "daemon" if exc.code == "protocol_version" else "see " + logs)
     finally:
         client.close()
     perms = hello.get("permissions") if isinstance(hello.get("permissions"), list) else []

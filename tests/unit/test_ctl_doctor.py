@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 import pytest
@@ -128,11 +129,32 @@ def test_daemon_reachable(tmp_path):
     assert "you may: read, tail.own" in check.detail
 
 
-def test_daemon_unreachable(tmp_path):
-    check = doctor.check_daemon(str(tmp_path / "control.sock"))
+def test_daemon_unreachable_with_the_unit_installed_says_systemctl(tmp_path):
+    units = [str(tmp_path / "etc"), str(tmp_path / "lib")]
+    write(tmp_path / "lib" / "oisp-sensor.service", "[Service]\nExecStart=/usr/bin/oisp-sensor run\n")
+    check = doctor.check_daemon(str(tmp_path / "control.sock"), unit_dirs=units)
     assert check.status == FAIL
     assert "no such file — is the daemon running?" in check.detail
-    assert "systemctl start oisp-sensor" in check.fix
+    assert check.fix.startswith("sudo systemctl start oisp-sensor; then journalctl -u oisp-sensor")
+
+
+def test_daemon_unreachable_without_a_unit_says_run_it_in_the_foreground(tmp_path):
+    # a checkout set up by scripts/setup.sh: the daemon is .venv/bin/oisp-sensor, beside the python
+    sensor = os.path.join(os.path.dirname(sys.executable), "oisp-sensor")
+    assert os.path.exists(sensor), "the tests run from the venv that has the console scripts"
+    write(tmp_path / "lib" / "other.service")
+    check = doctor.check_daemon(str(tmp_path / "control.sock"), unit_dirs=[str(tmp_path / "lib")])
+    assert check.status == FAIL
+    assert "systemctl" not in check.fix
+    assert "no oisp-sensor.service is installed" in check.fix
+    assert "sudo %s run (add --config FILE" % sensor in check.fix
+
+
+def test_installed_unit_is_found_in_any_unit_dir(tmp_path):
+    dirs = [str(tmp_path / d) for d in ("etc", "run", "usr")]
+    assert doctor.installed_unit(dirs) is None
+    unit = write(tmp_path / "usr" / "oisp-sensor.service")
+    assert doctor.installed_unit(dirs) == str(unit)
 
 
 def test_groups_for_root():
