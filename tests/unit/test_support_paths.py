@@ -24,6 +24,15 @@ def test_missing_shared_dir_fails_naming_it(tmp_path):
     assert "OISP_SHARED_DIR" in last
 
 
+def test_readme_quotes_the_error(tmp_path):
+    # the README shows the error for a checkout in /src/main, whose ../shared is /src/shared
+    quoted = [line for line in (REPO_ROOT / "README.md").read_text().splitlines()
+              if line.startswith("tests.support.paths.SharedDirMissing: ")]
+    missing = str(tmp_path / "shared")
+    done = run_python("from tests.support.paths import FIXTURES_DIR", missing)
+    assert quoted == [done.stderr.strip().splitlines()[-1].replace(missing, "/src/shared")]
+
+
 def test_repo_root_needs_no_shared_dir(tmp_path):
     done = run_python("from tests.support.paths import REPO_ROOT; print(REPO_ROOT)", str(tmp_path))
     assert done.returncode == 0, done.stderr
