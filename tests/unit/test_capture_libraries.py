@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from oisp_daemon.capture import libraries
 from tests.support.node import static_node
@@ -39,3 +40,11 @@ def test_configured_binary_that_links_openssl_statically_is_probed():
     targets = {t.path: t for t in libraries.discover([node_path, node_path])}
     node = targets[node_path]
     assert node.origin == "config" and "SSL_write" in node.symbols
+
+
+def test_symbols_of_a_big_binary_are_looked_up_not_walked():
+    # walking Node's 230k symbols takes pyelftools 15-30 s; its hash table answers at once
+    start = time.monotonic()
+    symbols = libraries.exported_symbols(static_node(), [p[0] for p in libraries.OPENSSL_PROBES])
+    assert symbols == [p[0] for p in libraries.OPENSSL_PROBES]
+    assert time.monotonic() - start < 5
