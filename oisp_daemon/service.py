@@ -7,7 +7,6 @@ thread for the control plane (Unix socket and D-Bus). Signals only set flags; th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import queue
@@ -33,37 +32,12 @@ from .progress import Progress
 from .redact import RedactionConfigError
 from .redact.custom import pattern_timeouts
 from .sessions.manager import SessionManager
+from .runtime_state import RuntimeState, prepare_directories
 
 log = logging.getLogger(__name__)
 
 # Keys read once at start: changing them needs a restart (said in the log on reload).
 RESTART_KEYS = (("capture",), ("paths",), ("control",), ("dbus",), ("tail",))
-
-
-class RuntimeState:
-    """Changes made through the control plane that outlive a restart: binary paths added and
-    the global redaction mode set by an admin (which then wins over the config's)."""
-
-    def __init__(self, state_dir: str) -> None:
-        self.path = os.path.join(state_dir, "runtime.json")
-        self.binary_paths: List[str] = []
-        self.redaction: Optional[str] = None
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            self.binary_paths = [p for p in data.get("binary_paths", []) if isinstance(p, str)]
-            self.redaction = data.get("redaction") if isinstance(data.get("redaction"), str) else None
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError) as exc:
-            log.error("ignoring unreadable %s: %s", self.path, exc)
-
-    def save(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"binary_paths": self.binary_paths, "redaction": self.redaction}, fh, indent=1)
-        os.replace(tmp, self.path)
 
 
 class Daemon:
@@ -110,6 +84,7 @@ class Daemon:
         self.fanout.policy = self.policy
         self.runtime.redaction = mode
         self.runtime.save()
+        self.sessions.enforce_floor(mode)
 
     def reload(self) -> Optional[str]:
         """Re-read the configuration; on any error keep the running one. Returns the error."""
@@ -131,7 +106,7 @@ class Daemon:
                 assert self.pipeline is not None
                 self.pipeline.provider_hosts = config["providers"]["hosts"]
                 self._sync_binary_paths(config["binary_paths"] + self.runtime.binary_paths)
-                self.sessions.apply_config(config["sessions"], policy.mode)
+                self.sessions.apply_config(config, policy.mode)
                 self.config = config
                 log.info("configuration reloaded from %s", ", ".join(self.config_files) or "defaults")
             self.last_reload = {"ok": error is None, "error": error, "at": time.time()}
@@ -300,8 +275,7 @@ class Daemon:
         try:
             self.config = self._load_config()
             paths = self.config["paths"]
-            for directory in (paths["state_dir"], paths["cache_dir"], paths["runtime_dir"]):
-                os.makedirs(directory, exist_ok=True)
+            prepare_directories(paths)
             self.runtime = RuntimeState(paths["state_dir"])
             self.policy = self._policy_from(self.config)
         except (ConfigError, RedactionConfigError, OSError) as exc:
@@ -336,7 +310,7 @@ class Daemon:
             idle_timeout_s=cap["idle_timeout_s"],
             ignore_connection=self.capture.ignore,
         )
-        self.sessions.apply_config(self.config["sessions"], self.policy.mode)
+        self.sessions.apply_config(self.config, self.policy.mode)
         self.sessions.restore(self.policy.mode)
         control = self.config["control"]
         self.ops = Operations(self, Authorizer(control["user_group"], control["admin_group"]))

@@ -30,6 +30,9 @@ _DEFAULTS: Dict[str, Any] = {
     "dbus": {"enabled": True, "address": "system"},
     "tail": {"max_buffer": 1000, "replay": 1000},
     "sessions": [],
+    # Runtime sessions (oisp-ctl session start): each holds a descriptor and is rewritten to
+    # sessions.json on every start and stop, so one member cannot take the daemon's fds or disk.
+    "session_limits": {"max_per_owner": 16, "max_total": 128, "max_spec_bytes": 64 * 1024},
     "watchdog": {"stall_s": 10},
 }
 
