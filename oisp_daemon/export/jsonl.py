@@ -42,6 +42,10 @@ class JsonlSink:
             self._fh.flush()
             self.written += 1
 
+    @property
+    def closed(self) -> bool:
+        return self._fh is None
+
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:

@@ -317,11 +317,14 @@ class SessionManager:
             if not session.filter.matches(event):
                 continue
             matched.append(session.name)
+            sink = session.sink
             try:
-                if session.sink is not None:
-                    session.sink.write(redacted(session.redaction))
+                if sink is not None:
+                    sink.write(redacted(session.redaction))
                 session.events += 1
             except (OSError, ValueError) as exc:
+                if sink is not None and sink.closed:
+                    continue  # stopped while this event was on its way: not a write error
                 session.sink_errors += 1
                 if session.sink_errors == 1:
                     log.error("session %s: writing %s failed: %s", session.name, session.sink_path, exc)

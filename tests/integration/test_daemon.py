@@ -66,6 +66,12 @@ def ai_call(hosts, pki, fixture: str = "openai-chat-001", uid: int = 0) -> int:
     return result.pid
 
 
+def session_sink(daemon, name: str) -> Path:
+    """The file a session writes to: each start gets a fresh one, named in the session list."""
+    sessions = {s["name"]: s for s in daemon.ctl_json("session", "list")}
+    return Path(sessions[name]["sink"]["path"])
+
+
 def wait_for_file_events(path: Path, pid: int, count: int = 2, timeout: float = 20) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,7 +115,7 @@ def test_broken_reload_keeps_capturing_with_the_old_config(daemon, hosts, pki):
     assert status["last_reload"]["ok"] is False
     assert "90-broken.yaml: capture.ring_buffer_mb: 'lots' is not of type 'integer'" in status["last_reload"]["error"]
     pid = ai_call(hosts, pki)
-    events = wait_for_file_events(daemon.dir / "state" / "sessions" / "before.jsonl", pid)
+    events = wait_for_file_events(session_sink(daemon, "before"), pid)
     assert [e["event_type"] for e in events] == ["ai.request", "ai.response"]
     result = daemon.ctl("reload")
     assert result.returncode != 0 and "90-broken.yaml" in result.stderr
@@ -127,7 +133,7 @@ def test_sigterm_drains_and_exits_zero(daemon):
 def test_session_started_with_oisp_ctl_survives_a_restart(daemon, hosts, pki):
     result = daemon.ctl("session", "start", "keep", "--type", "ai.*", "--redaction", "minimal")
     assert result.returncode == 0, result.stderr
-    sink = daemon.dir / "state" / "sessions" / "keep.jsonl"
+    sink = session_sink(daemon, "keep")
     first = ai_call(hosts, pki)
     wait_for_file_events(sink, first)
     assert daemon.stop() == 0
@@ -151,9 +157,10 @@ def test_configured_session_starts_with_the_daemon_and_filters(daemon, hosts, pk
     argv = clients.anthropic_client("anthropic-messages-001", pki.ca_file)
     anthropic = clients.run_client(hosts, argv)
     anthropic.check()
-    events = wait_for_file_events(daemon.dir / "state" / "sessions" / "fleet.jsonl", anthropic.pid)
+    sink = session_sink(daemon, "fleet")
+    events = wait_for_file_events(sink, anthropic.pid)
     assert {e["data"]["provider"]["name"] for e in events} == {"anthropic"}
-    written = (daemon.dir / "state" / "sessions" / "fleet.jsonl").read_text()
+    written = sink.read_text()
     assert f'"pid":{openai_pid},' not in written
     refused = daemon.ctl("session", "stop", "fleet")
     assert refused.returncode != 0 and "comes from the configuration" in refused.stderr

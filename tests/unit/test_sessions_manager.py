@@ -254,3 +254,11 @@ def test_a_configured_session_with_a_default_sink_keeps_its_file_across_reloads(
 
 def test_the_redaction_order_agrees_with_authz():
     assert REDACTION_STRENGTH == AUTHZ_STRENGTH
+
+
+def test_an_event_racing_a_stop_is_not_counted_as_a_write_error(manager, caplog):
+    session = manager.start({"name": "r"}, 0, "runtime", "safe")
+    session.sink.close()  # what stop() does after the pipeline took its snapshot of sessions
+    with caplog.at_level(logging.ERROR):
+        manager.dispatch(event(1), redacted_by_mode(event(1)))
+    assert session.sink_errors == 0 and "failed" not in caplog.text
