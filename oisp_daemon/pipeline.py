@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .capture import records as rec
 from .capture.reader import StreamAssembler, StreamData, StreamGap
-from .decode.connection import ConnectionTracker, Exchange
-from .events.ai import build_ai_request, build_ai_response, build_tool_call_events
+from .decode.connection import ConnectionTracker
+from .decode.protocol import Exchange, RequestDone, ResponseDone, Step
+from .events.ai import build_ai_request, build_ai_response, build_ai_response_missing, build_tool_call_events
 from .events.context import HostContext, ProcessCache
 from .events.envelope import Clock
 from .providers import parse_request, parse_response
@@ -42,21 +43,26 @@ class _Conn:
 
 @dataclass
 class _Pending:
+    """What the pipeline made of a request, kept on its Exchange until the response comes."""
+
     info: AiRequestInfo
     request_event: Dict[str, Any]
 
 
 @dataclass
 class PipelineStats:
-    records: int = 0
-    bytes: int = 0
-    gaps: int = 0
-    ignored_connections: int = 0
-    ai_requests: int = 0
-    ai_responses: int = 0
-    events: int = 0
-    emit_errors: int = 0
-    counters: Dict[str, int] = field(default_factory=dict)
+    """Counters of the pipeline's own work (Pipeline.counters adds the decode layer's)."""
+
+    records: int = 0  # capture records consumed
+    bytes: int = 0  # plaintext bytes handed to the decoders
+    gaps: int = 0  # places where the kernel lost bytes of a connection
+    ignored_connections: int = 0  # connections whose capture was stopped in the kernel
+    ai_requests: int = 0  # ai.request events
+    ai_responses: int = 0  # ai.response events (one per ai.request)
+    partial_responses: int = 0  # of those, marked partial (gap, limit, no or cut response, ...)
+    events: int = 0  # events handed to emit (all types)
+    emit_errors: int = 0  # emit raised: the event was lost, capture went on
+    pipeline_errors: int = 0  # records that broke the pipeline (a bug): dropped, capture went on
 
 
 class Pipeline:
@@ -82,9 +88,8 @@ class Pipeline:
         self.tracker = ConnectionTracker(max_body_bytes=max_message_bytes, idle_timeout_s=idle_timeout_s)
         self.conns: Dict[ConnKey, _Conn] = {}
         self.fd_addr: Dict[Tuple[int, int], Tuple[str, int]] = {}  # (pid, fd) -> remote address
-        self.pending: Dict[int, _Pending] = {}  # id(HttpRequest) -> parsed request
         self.stats = PipelineStats()
-        self._last_expiry = time.monotonic()
+        self._last_expiry_ns = time.monotonic_ns()
 
     # -- records in ---------------------------------------------------------------------------
 
@@ -95,20 +100,19 @@ class Pipeline:
             self._dispatch(record)
         except Exception:
             log.exception("dropping a record that broke the pipeline: %r", type(record).__name__)
-            self.stats.counters["pipeline_errors"] = self.stats.counters.get("pipeline_errors", 0) + 1
+            self.stats.pipeline_errors += 1
 
     def _dispatch(self, record: rec.Record) -> None:
         if isinstance(record, rec.DataChunk):
             for item in self.assembler.feed(record):
                 if isinstance(item, StreamGap):
                     self.stats.gaps += 1
-                    for direction in ("write", "read"):
-                        self._exchanges(self.tracker.on_gap(item.key, direction, item.ts_ns))
+                    self._steps(self.tracker.on_gap(item.key, item.ts_ns))
                 else:
                     self._on_data(item)
         elif isinstance(record, rec.ConnEnd):
             key = (record.pid, record.ssl)
-            self._exchanges(self.tracker.on_close(key, record.ts_ns))
+            self._steps(self.tracker.on_close(key, record.ts_ns))
             self.assembler.forget(key)
             self.conns.pop(key, None)
         elif isinstance(record, rec.SetFd):
@@ -128,13 +132,10 @@ class Pipeline:
         if not conn.decided:
             # Snapshot process context while the process surely exists (it is doing TLS now).
             self.processes.lookup(item.key[0])
-        self._exchanges(self.tracker.on_data(item.key, item.direction, item.data, item.ts_ns))
-        protocol = self.tracker.protocol_of(item.key)
-        if protocol is not None and protocol.startswith("unknown"):
-            self._ignore(item.key)
+        self._steps(self.tracker.on_data(item.key, item.direction, item.data, item.ts_ns))
 
     def _on_exit(self, record: rec.Exit) -> None:
-        self._exchanges(self.tracker.on_process_exit(record.pid, record.ts_ns))
+        self._steps(self.tracker.on_process_exit(record.pid, record.ts_ns))
         self.assembler.forget_pid(record.pid)
         for key in [k for k in self.conns if k[0] == record.pid]:
             del self.conns[key]
@@ -143,18 +144,29 @@ class Pipeline:
         self.processes.forget(record.pid)
 
     def tick(self, now_mono_ns: Optional[int] = None) -> None:
-        """Periodic work: release idle connections (at most once a second)."""
-        if time.monotonic() - self._last_expiry < 1.0:
+        """Periodic work: release idle connections (at most once a second). `now_mono_ns` is
+        CLOCK_MONOTONIC, the kernel timestamps' clock."""
+        now = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+        if now - self._last_expiry_ns < 1_000_000_000:
             return
-        self._last_expiry = time.monotonic()
-        self._exchanges(self.tracker.expire_idle(now_mono_ns or time.monotonic_ns()))
+        self._last_expiry_ns = now
+        self._steps(self.tracker.expire_idle(now))
+
+    def counters(self) -> Dict[str, int]:
+        """Every counter of the pipeline and the decode layer by name (PipelineStats, DecodeStats),
+        plus "connections" being decoded now: what status reports."""
+        return {**asdict(self.stats), **self.tracker.counters(), "connections": self.tracker.connection_count()}
 
     # -- connections --------------------------------------------------------------------------
 
     def _ignore(self, key: ConnKey) -> None:
+        """Not AI traffic: stop decoding it and copying its bytes."""
+        self._stop_capture(key)
+        self._steps(self.tracker.ignore(key))
+
+    def _stop_capture(self, key: ConnKey) -> None:
         conn = self.conns.setdefault(key, _Conn())
         conn.decided = True
-        self.tracker.ignore(key)
         self.ignore_connection(*key)
         self.stats.ignored_connections += 1
 
@@ -174,12 +186,14 @@ class Pipeline:
 
     # -- exchanges to events ------------------------------------------------------------------
 
-    def _exchanges(self, exchanges: List[Exchange]) -> None:
-        for exchange in exchanges:
-            if exchange.response is None:
-                self._on_request(exchange)
-            else:
-                self._on_response(exchange)
+    def _steps(self, steps: List[Step]) -> None:
+        for step in steps:
+            if isinstance(step, RequestDone):
+                self._on_request(step.exchange)
+            elif isinstance(step, ResponseDone):
+                self._on_response(step.exchange)
+            else:  # Stopped: the tracker no longer decodes it (other protocol, decoder failure)
+                self._stop_capture(step.key)
 
     def _on_request(self, exchange: Exchange) -> None:
         key, req = exchange.key, exchange.request
@@ -196,31 +210,34 @@ class Pipeline:
             return  # an endpoint of the provider that is not an AI call (e.g. GET /v1/models)
         process, actor = self.processes.lookup(key[0])
         event = build_ai_request(info, req, clock=self.clock, host=self.host, process=process, actor=actor)
-        self.pending[id(req)] = _Pending(info, event)
+        exchange.note = _Pending(info, event)
         self.stats.ai_requests += 1
         self._emit(event)
 
     def _on_response(self, exchange: Exchange) -> None:
-        pending = self.pending.pop(id(exchange.request), None)
-        if pending is None:
-            return
-        resp_info = parse_response(pending.info, exchange.response)
+        pending = exchange.note
+        if not isinstance(pending, _Pending):
+            return  # not an AI call
+        exchange.note = None
         process, actor = self.processes.lookup(exchange.key[0])
-        response_event = build_ai_response(
-            pending.info,
-            resp_info,
-            exchange.request,
-            exchange.response,
-            request_event=pending.request_event,
-            clock=self.clock,
-            host=self.host,
-            process=process,
-            actor=actor,
-        )
+        context: Dict[str, Any] = dict(
+            request_event=pending.request_event, clock=self.clock, host=self.host, process=process, actor=actor)
+        resp_info = None
+        if exchange.response is None:
+            # Nothing of an answer was seen; the request still gets its (partial) response event.
+            response_event = build_ai_response_missing(
+                pending.info, exchange.ended or "unknown", exchange.ended_ns, **context)
+        else:
+            resp_info = parse_response(pending.info, exchange.response)
+            response_event = build_ai_response(
+                pending.info, resp_info, exchange.request, exchange.response, **context)
         self.stats.ai_responses += 1
+        if response_event["confidence"]["completeness"] == "partial":
+            self.stats.partial_responses += 1
         self._emit(response_event)
-        for event in build_tool_call_events(resp_info, response_event):
-            self._emit(event)
+        if resp_info is not None:
+            for event in build_tool_call_events(resp_info, response_event):
+                self._emit(event)
 
     def _emit(self, event: Dict[str, Any]) -> None:
         self.stats.events += 1

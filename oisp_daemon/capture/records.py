@@ -1,6 +1,8 @@
 """Decoding of the records bpf/tls_capture.c writes into the ring buffer.
 
-The ctypes layout mirrors `struct rec_hdr` field for field; keep the two in step.
+The C source is the one definition of the record format: RecHdr mirrors `struct rec_hdr` field
+for field, the REC_* kinds mirror `enum record_kind`, and MAX_CHUNK is its CHUNK_LARGE.
+tests/unit/test_record_layout.py compiles the C header and fails when any of these disagree.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ REC_CONNECT = 5
 REC_FORK = 6
 REC_EXEC = 7
 REC_EXIT = 8
+
+MAX_CHUNK = 16384  # most data bytes one record carries (CHUNK_LARGE)
 
 
 class RecHdr(ctypes.Structure):
@@ -124,7 +128,7 @@ def decode(ptr: int, size: int) -> Optional[Record]:
     kind = h.kind
     if kind in (REC_WRITE, REC_READ):
         n = min(h.len, size - HDR_SIZE)
-        expected = min(h.total - h.offset, 16384)
+        expected = min(h.total - h.offset, MAX_CHUNK)
         return DataChunk(
             direction="write" if kind == REC_WRITE else "read",
             pid=h.pid,

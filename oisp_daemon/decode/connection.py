@@ -1,184 +1,149 @@
-"""Per-connection HTTP/1.1 reassembly and request/response pairing, from the client's side.
+"""All connections of all traced processes: one protocol decoder each, and their lifecycle.
 
-The sensor sits in the client process: what it writes ("write") are requests, what it reads
-("read") are responses. Each connection (pid, SSL pointer) gets one Http1Parser per direction, and
-responses are paired with requests in order (HTTP/1.1 answers in request order).
+The capture layer feeds TLS plaintext per connection (pid, SSL pointer); each connection gets a
+ProtocolDecoder (decode/protocol.py; HTTP/1.1 for now, decode/http1_exchanges.py) that turns it
+into exchange steps. The tracker owns when a connection's decoding ends, and makes sure that no
+exchange is lost or left open when it does: every open exchange then gets its ResponseDone,
+partial with the reason:
 
-Emission, so that events go out as early as they can:
-- Exchange(request, None) as soon as a request is complete (the ai.request event need not wait
-  for a long streaming answer);
-- Exchange(request, response) when its response is complete. Every request gets exactly one of
-  these, even one that is never answered: when the connection closes, the process exits, the
-  connection idles out, or too many requests wait for answers, the request is paired with a
-  synthetic HttpResponse with status 0, no headers, an empty body, ts_start_ns == ts_end_ns == the
-  time of that event, complete=False and partial_reasons ["no_response", <why>], where <why> is
-  "connection_closed", "process_exit", "idle_timeout" or "too_many_pending". An operator then
-  sees the call that got no answer (a hung or killed request) instead of losing it.
+- "connection_closed" (SSL_free / close), "process_exit", "idle_timeout" (no activity for the
+  idle timeout: a hung or forgotten connection);
+- "gap" (bytes lost in the kernel ring) ends every exchange open at the gap; the connection
+  stays decoded;
+- a protocol change the decoder reports ("upgrade", "tunnel", "not_http1", "http2_preface") or a
+  decoder failure ("decode_error"): the connection is no longer decoded, and a Stopped step tells
+  the consumer so that it can stop the capture in the kernel too;
+- "ignored": the consumer asked (the connection is not AI traffic).
 
-A response for which no request was seen (the sensor started in the middle of a connection) is
-dropped and counted in stats["orphan_responses"]. Memory per connection is bounded by the parsers'
-limits and MAX_PENDING_RESPONSES pending requests.
+Memory per connection is bounded by the decoder's limits; connections end with close, exit or
+idle expiry, and so does the memory of connections no longer decoded.
 """
 from __future__ import annotations
 
 import logging
-from collections import deque
-from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional, Tuple
+from dataclasses import asdict
+from typing import Dict, List, Optional
 
-from .http1 import MAX_PENDING_RESPONSES, Http1Parser
-from .messages import HttpRequest, HttpResponse
+from .http1_exchanges import Http1Decoder
+from .protocol import (
+    CONNECTION_CLOSED, DECODE_ERROR, IDLE_TIMEOUT, IGNORED, PROCESS_EXIT, ConnectionKey, DecodeStats,
+    ProtocolDecoder, ResponseDone, Step, Stopped, end_exchange,
+)
 
 log = logging.getLogger(__name__)
 
-ConnectionKey = Tuple[int, int]  # (pid, SSL pointer)
-
-
-@dataclass
-class Exchange:
-    key: ConnectionKey
-    request: HttpRequest
-    response: Optional[HttpResponse]
-
-
-@dataclass
-class _Slot:
-    """A request whose start line was seen, waiting for its own end and for its response."""
-
-    request: HttpRequest
-    done: bool = False
-    response: Optional[HttpResponse] = None  # a response that came before the request ended
-
 
 class _Connection:
-    def __init__(self, max_body_bytes: int, max_header_bytes: int, now_ns: int) -> None:
-        self.requests = Http1Parser("request", max_body_bytes, max_header_bytes)
-        self.responses = Http1Parser("response", max_body_bytes, max_header_bytes)
-        self.slots: Deque[_Slot] = deque()
+    def __init__(self, decoder: ProtocolDecoder, now_ns: int) -> None:
+        self.decoder = decoder
         self.last_ns = now_ns
-        self.seen_request = False
-
-    def protocol(self) -> Optional[str]:
-        error = self.requests.protocol_error or self.responses.protocol_error
-        if error is not None:
-            return "unknown:" + error
-        return "http/1.1" if self.seen_request else None
-
-
-def no_response(ts_ns: int, why: str) -> HttpResponse:
-    """The response-side record of a request that got no answer (see the module docstring)."""
-    return HttpResponse(
-        headers=[], body=b"", ts_start_ns=ts_ns, ts_end_ns=ts_ns, complete=False,
-        partial_reasons=["no_response", why], status=0,
-    )
 
 
 class ConnectionTracker:
-    """All connections of all traced processes; fed by the capture layer, one event at a time."""
+    """Fed by the pipeline one capture event at a time; returns the exchange steps it caused."""
 
     def __init__(self, max_body_bytes: int, idle_timeout_s: float,
                  max_header_bytes: int = 64 * 1024) -> None:
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.idle_timeout_ns = int(idle_timeout_s * 1e9)
-        self.stats: Dict[str, int] = {
-            "orphan_responses": 0,  # responses without a seen request, dropped
-            "unanswered_requests": 0,  # requests paired with a synthetic "no_response"
-            "expired_connections": 0,  # released by expire_idle
-            "skipped_bytes": 0,  # thrown away while resynchronising (released connections)
-            "ignored_bytes": 0,  # data of ignored connections
-            "decode_failures": 0,  # parser bugs: the connection was ignored instead
-        }
+        self.stats = DecodeStats()
         self._conns: Dict[ConnectionKey, _Connection] = {}
         self._ignored: Dict[ConnectionKey, int] = {}  # key -> last activity, for expiry
         self._latest_ns = 0
 
     # -- input ------------------------------------------------------------------------------------
 
-    def on_data(self, key: ConnectionKey, direction: str, data: bytes,
-                ts_ns: int) -> List[Exchange]:
-        """Plaintext of one TLS call: "write" (a request stream) or "read" (a response stream)."""
+    def on_data(self, key: ConnectionKey, direction: str, data: bytes, ts_ns: int) -> List[Step]:
+        """Plaintext of one TLS call: "write" (what the client sent) or "read" (what it received)."""
         if direction not in ("write", "read"):
             raise ValueError("direction must be 'write' or 'read', not %r" % (direction,))
         conn = self._active(key, ts_ns, len(data))
         if conn is None:
             return []
-        out: List[Exchange] = []
+        out: List[Step] = []
         try:
-            if direction == "write":
-                self._requests_done(key, conn, conn.requests.feed(data, ts_ns), out)
-            else:
-                self._responses_done(key, conn, conn.responses.feed(data, ts_ns), out)
+            conn.decoder.feed(direction, data, ts_ns, out)
         except Exception:  # a decoder bug must cost one connection, never the daemon
-            return self._failed(key)
-        return out
+            log.exception("decoding connection pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
+            self.stats.decode_failures += 1
+            return self._counted(out + self._stop(key, ts_ns, DECODE_ERROR))
+        stopped = conn.decoder.stopped
+        if stopped is not None:
+            out += self._stop(key, ts_ns, stopped)
+        return self._counted(out)
 
-    def on_gap(self, key: ConnectionKey, direction: str, ts_ns: int) -> List[Exchange]:
-        """Bytes of this direction were lost (ring buffer full) before the next data."""
-        if direction not in ("write", "read"):
-            raise ValueError("direction must be 'write' or 'read', not %r" % (direction,))
+    def on_gap(self, key: ConnectionKey, ts_ns: int) -> List[Step]:
+        """Bytes of this connection were lost (ring buffer full) before the next data."""
         conn = self._active(key, ts_ns, 0)
         if conn is None:
             return []
-        out: List[Exchange] = []
+        out: List[Step] = []
         try:
-            if direction == "write":
-                self._requests_done(key, conn, conn.requests.gap(ts_ns), out)
-            else:
-                self._responses_done(key, conn, conn.responses.gap(ts_ns), out)
+            conn.decoder.gap(ts_ns, out)
         except Exception:
-            return self._failed(key)
-        return out
+            log.exception("decoding a gap of pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
+            self.stats.decode_failures += 1
+            out += self._stop(key, ts_ns, DECODE_ERROR)
+        return self._counted(out)
 
-    def on_close(self, key: ConnectionKey, ts_ns: int) -> List[Exchange]:
+    def on_close(self, key: ConnectionKey, ts_ns: int) -> List[Step]:
         """The connection ended (SSL_free / close): flush it and forget it."""
         self._latest_ns = max(self._latest_ns, ts_ns)
         self._ignored.pop(key, None)
         conn = self._conns.pop(key, None)
-        return [] if conn is None else self._release(key, conn, ts_ns, "connection_closed")
+        return [] if conn is None else self._counted(self._release(key, conn, ts_ns, CONNECTION_CLOSED))
 
-    def on_process_exit(self, pid: int, ts_ns: int) -> List[Exchange]:
+    def on_process_exit(self, pid: int, ts_ns: int) -> List[Step]:
         """The process is gone, and with it all its connections."""
         self._latest_ns = max(self._latest_ns, ts_ns)
         for key in [k for k in self._ignored if k[0] == pid]:
             del self._ignored[key]
-        out: List[Exchange] = []
+        out: List[Step] = []
         for key in [k for k in self._conns if k[0] == pid]:
-            out += self._release(key, self._conns.pop(key), ts_ns, "process_exit")
-        return out
+            out += self._release(key, self._conns.pop(key), ts_ns, PROCESS_EXIT)
+        return self._counted(out)
 
-    def expire_idle(self, now_ns: int) -> List[Exchange]:
+    def expire_idle(self, now_ns: int) -> List[Step]:
         """Release connections without activity for longer than the idle timeout."""
         self._latest_ns = max(self._latest_ns, now_ns)
         cutoff = now_ns - self.idle_timeout_ns
         for key in [k for k, last in self._ignored.items() if last < cutoff]:
             del self._ignored[key]
-        out: List[Exchange] = []
+        out: List[Step] = []
         for key in [k for k, c in self._conns.items() if c.last_ns < cutoff]:
-            self.stats["expired_connections"] += 1
-            out += self._release(key, self._conns.pop(key), now_ns, "idle_timeout")
-        return out
+            self.stats.expired_connections += 1
+            out += self._release(key, self._conns.pop(key), now_ns, IDLE_TIMEOUT)
+        return self._counted(out)
 
-    def ignore(self, key: ConnectionKey) -> None:
-        """Not interesting (e.g. not AI traffic, or not HTTP/1.x): drop its state, and its data
-        until on_close. Nothing is flushed for it."""
+    def ignore(self, key: ConnectionKey) -> List[Step]:
+        """Not interesting (e.g. not AI traffic): end its open exchanges ("ignored") and drop its
+        data until on_close."""
         conn = self._conns.pop(key, None)
-        if conn is not None:
-            self._count_skipped(conn)
         self._ignored[key] = conn.last_ns if conn is not None else self._latest_ns
+        if conn is None:
+            return []
+        return self._counted(self._release(key, conn, self._latest_ns, IGNORED))
 
     # -- queries ----------------------------------------------------------------------------------
 
     def connection_count(self) -> int:
-        """Connections with decoding state (ignored ones not included)."""
+        """Connections being decoded (ignored ones not included)."""
         return len(self._conns)
 
     def protocol_of(self, key: ConnectionKey) -> Optional[str]:
-        """"http/1.1" once a request line was seen; "unknown:<reason>" when the stream is not (or no
-        longer) HTTP/1.x: http2_preface, not_http1, upgrade (101), tunnel (CONNECT); None while
-        undecided or for connections not tracked."""
+        """The protocol a connection is decoded as ("http/1.1") once its decoder recognised it;
+        None while undecided and for connections not decoded."""
         conn = self._conns.get(key)
-        return None if conn is None else conn.protocol()
+        return conn.decoder.name if conn is not None and conn.decoder.started else None
+
+    def counters(self) -> Dict[str, int]:
+        """DecodeStats, with the parser counters of live connections included."""
+        counters = asdict(self.stats)
+        for conn in self._conns.values():
+            counters["skipped_bytes"] += conn.decoder.skipped_bytes
+            counters["resyncs"] += conn.decoder.resyncs
+        return counters
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -187,83 +152,45 @@ class ConnectionTracker:
         self._latest_ns = max(self._latest_ns, ts_ns)
         if key in self._ignored:
             self._ignored[key] = ts_ns
-            self.stats["ignored_bytes"] += size
+            self.stats.ignored_bytes += size
             return None
         conn = self._conns.get(key)
         if conn is None:
-            conn = self._conns[key] = _Connection(self.max_body_bytes, self.max_header_bytes, ts_ns)
+            conn = self._conns[key] = _Connection(self._new_decoder(key), ts_ns)
         conn.last_ns = max(conn.last_ns, ts_ns)
-        if conn.requests.protocol_error or conn.responses.protocol_error:
-            return None  # not HTTP/1.x (any more): nothing more to decode on either side
         return conn
 
-    def _failed(self, key: ConnectionKey) -> List[Exchange]:
-        log.exception("decoding connection pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
-        self.stats["decode_failures"] += 1
-        self.ignore(key)
-        return []
+    def _new_decoder(self, key: ConnectionKey) -> ProtocolDecoder:
+        # Issue 10: choose by the first bytes (HTTP/2 preface) or hand over after an upgrade.
+        return Http1Decoder(key, self.stats, self.max_body_bytes, self.max_header_bytes)
 
-    def _register(self, key: ConnectionKey, conn: _Connection, request: HttpRequest,
-                  out: List[Exchange]) -> _Slot:
-        slot = _Slot(request)
-        conn.slots.append(slot)
-        conn.seen_request = True
-        conn.responses.expect_response_to(request.method)
-        if len(conn.slots) > MAX_PENDING_RESPONSES:
-            # The response parser forgot the oldest method too; keep both queues aligned. The
-            # oldest request is complete: on one connection only the newest can be in progress.
-            oldest = conn.slots.popleft()
-            self._unanswered(key, oldest, request.ts_start_ns, "too_many_pending", out)
-        return slot
+    def _stop(self, key: ConnectionKey, ts_ns: int, reason: str) -> List[Step]:
+        """No more decoding for this connection: end what is open, ignore it until it ends."""
+        conn = self._conns.pop(key)
+        self._ignored[key] = ts_ns
+        self.stats.stopped_connections += 1
+        return self._release(key, conn, ts_ns, reason) + [Stopped(key, reason)]
 
-    def _requests_done(self, key: ConnectionKey, conn: _Connection, requests: List[HttpRequest],
-                       out: List[Exchange]) -> None:
-        for request in requests:
-            slot = next((s for s in conn.slots if s.request is request), None)
-            if slot is None:
-                slot = self._register(key, conn, request, out)
-            slot.done = True
-            out.append(Exchange(key, request, None))
-            if slot.response is not None:
-                conn.slots.remove(slot)
-                out.append(Exchange(key, request, slot.response))
-        current = conn.requests.in_progress
-        if current is not None and not any(s.request is current for s in conn.slots):
-            # Known before it ends, so that an early response (e.g. 413 while the body is being
-            # sent) pairs with it, and the response parser knows its method (HEAD has no body).
-            self._register(key, conn, current, out)
-
-    def _responses_done(self, key: ConnectionKey, conn: _Connection, responses: List[HttpResponse],
-                        out: List[Exchange]) -> None:
-        for response in responses:
-            slot = next((s for s in conn.slots if s.response is None), None)
-            if slot is None:
-                self.stats["orphan_responses"] += 1
-                continue
-            slot.response = response
-            if slot.done:
-                conn.slots.remove(slot)
-                out.append(Exchange(key, slot.request, response))
-
-    def _unanswered(self, key: ConnectionKey, slot: _Slot, ts_ns: int, why: str,
-                    out: List[Exchange]) -> None:
-        self.stats["unanswered_requests"] += 1
-        out.append(Exchange(key, slot.request, no_response(ts_ns, why)))
-
-    def _release(self, key: ConnectionKey, conn: _Connection, ts_ns: int,
-                 why: str) -> List[Exchange]:
-        out: List[Exchange] = []
+    def _release(self, key: ConnectionKey, conn: _Connection, ts_ns: int, why: str) -> List[Step]:
+        out: List[Step] = []
+        decoder = conn.decoder
         try:
-            self._requests_done(key, conn, conn.requests.close(ts_ns, why), out)
-            self._responses_done(key, conn, conn.responses.close(ts_ns, why), out)
+            decoder.close(ts_ns, why, out)
         except Exception:
             log.exception("flushing connection pid=%d ssl=%#x failed", key[0], key[1])
-            self.stats["decode_failures"] += 1
-        for slot in conn.slots:
-            if slot.done:  # every request is, unless flushing failed above
-                self._unanswered(key, slot, ts_ns, why, out)
-        self._count_skipped(conn)
+            self.stats.decode_failures += 1
+        try:
+            open_exchanges = decoder.open_exchanges()  # none, unless close failed above
+            self.stats.skipped_bytes += decoder.skipped_bytes
+            self.stats.resyncs += decoder.resyncs
+        except Exception:
+            log.exception("reading the state of connection pid=%d ssl=%#x failed", key[0], key[1])
+            open_exchanges = []
+        for exchange in open_exchanges:
+            end_exchange(exchange, why, ts_ns, out)
         return out
 
-    def _count_skipped(self, conn: _Connection) -> None:
-        self.stats["skipped_bytes"] += conn.requests.skipped_bytes + conn.responses.skipped_bytes
+    def _counted(self, out: List[Step]) -> List[Step]:
+        self.stats.unanswered_requests += sum(
+            1 for step in out if isinstance(step, ResponseDone) and step.exchange.response is None)
+        return out

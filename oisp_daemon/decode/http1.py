@@ -7,7 +7,8 @@ content-decoded bodies, and must survive anything: it runs in a root daemon on t
 control. So:
 
 - feed() never raises on bad input. A message that had started and cannot be framed is returned
-  partial ("malformed") and the parser looks for the next plausible start line (resynchronises).
+  partial ("malformed") and the parser looks for the next start line (resynchronises), where a
+  line begins or where a TLS call begins.
 - Memory is bounded. A body beyond `max_body_bytes` or a header block beyond `max_header_bytes`
   is not stored further, but framing is still followed so that the next message parses; the message
   is returned partial ("body_limit" / "header_limit") with what was stored.
@@ -37,7 +38,8 @@ _METHOD = rb"[A-Z][A-Z0-9_-]{0,31}"
 # Start lines as parsed (one line, CRLF removed) ...
 _REQUEST_LINE = re.compile(rb"(" + _METHOD + rb") (\S+) (HTTP/1\.[01])\Z")
 _RESPONSE_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?\Z")
-# ... and as searched for when resynchronising: a whole start line at the beginning of a line.
+# ... and as searched for when resynchronising: a whole start line at the beginning of a line (or of
+# a TLS call, see _on_resync).
 _REQUEST_START = _METHOD + rb" \S+ HTTP/1\.[01]\r?\n"
 _RESPONSE_START = rb"HTTP/1\.[01] [1-5][0-9][0-9](?: [^\r\n]*)?\r?\n"
 _METHOD_PREFIX = re.compile(_METHOD + rb"\Z")
@@ -108,8 +110,10 @@ class Http1Parser:
         # Why this stream is not (or no longer) parsed as HTTP/1.x: "http2_preface", "not_http1"
         # (first bytes are no HTTP/1.x start line), "upgrade" (101), "tunnel" (CONNECT 2xx).
         self.protocol_error: Optional[str] = None
-        # Bytes thrown away while looking for a start line (garbage, or the rest of a lost message).
+        # Bytes thrown away while looking for a start line (garbage, or the rest of a lost message),
+        # and how often the parser had to look for one (after lost or malformed bytes).
         self.skipped_bytes = 0
+        self.resyncs = 0
         self._request = role == "request"
         start = _REQUEST_START if self._request else _RESPONSE_START
         self._start_match = re.compile(start)
@@ -155,6 +159,11 @@ class Http1Parser:
     def expect_response_to(self, method: str) -> None:
         """(response role) A request with this method was sent; responses come in request order."""
         self._methods.append(method.upper())
+
+    def forget_expected(self) -> None:
+        """(response role) The requests awaiting a response were given up (after lost bytes):
+        the next response is not known to answer any of them."""
+        self._methods.clear()
 
     def feed(self, data: bytes, ts_ns: int) -> List[Message]:
         """Bytes of one TLS call; returns the messages this completed (possibly partial)."""
@@ -307,6 +316,7 @@ class Http1Parser:
         return True
 
     def _enter_resync(self, at_line_start: bool) -> None:
+        self.resyncs += 1
         self._state = _RESYNC
         self._at_line_start = at_line_start
 
@@ -556,26 +566,39 @@ class Http1Parser:
         self._add_body(self._take(len(self._buf) - self._pos))
         return False
 
+    def _piece_starts(self, pos: int) -> List[int]:
+        """Offsets in _buf, from `pos` on, where a TLS call's bytes began."""
+        return [start - self._abs_base for start, _ in self._feeds if start - self._abs_base >= pos]
+
     def _on_resync(self, out: List[Message]) -> bool:
+        # A start line counts where a line begins, and where a TLS call begins: clients write each
+        # request with calls of its own, and read a response that was sent after their request
+        # with calls of its own, so a message that follows lost bytes is found even when the bytes
+        # before it (a body) did not end with a newline.
         buf, pos = self._buf, self._pos
         if self._at_line_start and self._start_match.match(buf, pos):
             self._state = _START
             return True
         m = self._start_search.search(buf, pos)
-        if m is not None:
-            self.skipped_bytes += m.end() - pos
-            self._pos = m.end()
+        found = [m.end()] if m is not None else []
+        found += [p for p in self._piece_starts(pos) if self._start_match.match(buf, p)]
+        if found:
+            start = min(found)
+            self.skipped_bytes += start - pos
+            self._pos = start
             self._state = _START
             return True
-        # No whole start line: keep what after the last newline could still become one.
+        # No whole start line: keep from the first place that could still become one, after the
+        # last newline (a line start or a call start; earlier ones were decided above).
         nl = buf.rfind(b"\n", pos)
-        keep = nl + 1 if nl >= 0 else (pos if self._at_line_start else len(buf))
-        tail = bytes(buf[keep : keep + 40])
-        if len(buf) - keep > self.max_header_bytes or not self._plausible(tail):
-            keep = len(buf)
-            self._at_line_start = False
-        else:
-            self._at_line_start = True
+        starts = [nl + 1] if nl >= 0 else ([pos] if self._at_line_start else [])
+        starts += [p for p in self._piece_starts(max(pos, nl + 1)) if p < len(buf)]
+        keep = len(buf)
+        for start in sorted(starts):
+            if len(buf) - start <= self.max_header_bytes and self._plausible(bytes(buf[start : start + 40])):
+                keep = start
+                break
+        self._at_line_start = keep < len(buf)
         self.skipped_bytes += keep - pos
         self._pos = keep
         return False

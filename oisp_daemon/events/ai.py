@@ -290,6 +290,72 @@ def build_ai_response(
     return event
 
 
+# Why an exchange ended with no response seen (decode/protocol.py), as the event's error says it.
+_NO_RESPONSE_WHY = {
+    "connection_closed": "the connection was closed before a response arrived",
+    "process_exit": "the process exited before a response arrived",
+    "idle_timeout": "no response arrived before the connection idled out",
+    "too_many_pending": "too many requests were waiting for responses on the connection",
+    "gap": "bytes of the connection were lost, the response among them",
+    "decode_error": "the connection could not be decoded any further",
+    "ignored": "the connection was no longer captured",
+    "upgrade": "the connection switched protocols",
+    "tunnel": "the connection became a tunnel",
+    "not_http1": "the response was not HTTP/1.x",
+    "http2_preface": "the connection spoke HTTP/2",
+}
+
+
+def build_ai_response_missing(
+    info: AiRequestInfo,
+    why: str,
+    ts_ns: int,
+    *,
+    request_event: Dict[str, Any],
+    clock: Clock,
+    host: HostBlock = None,
+    process: Optional[Dict[str, Any]] = None,
+    actor: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """The `ai.response` of a request whose response the sensor never saw (`why`: the reason the
+    exchange ended, at kernel time `ts_ns`): a call that hung or was killed is reported, not lost.
+
+    Partial, as a response cut by a gap or the body limit is: limitations ["no_response", why],
+    and `missing` says that the response is. It carries what is known from the request, and no
+    status code or latency, which would be made up."""
+    data: Dict[str, Any] = {
+        "request_id": request_event["data"]["request_id"],
+        "provider": _provider_block(info, with_account=False),
+        "api": info.api,
+        "success": False,
+        "streaming": info.streaming,
+        "error": {"type": "no_response", "message": "no response: " + _NO_RESPONSE_WHY.get(why, why)},
+    }
+    if info.model:
+        data["model"] = {"id": info.model}
+    confidence = make_confidence(
+        completeness="partial",
+        reasons=["tls_boundary_capture", "known_endpoint", "message_incomplete"],
+        limitations=["no_response", why],
+        missing=["response"],
+        content_source="tls_boundary",
+        ai_detection_method="known_endpoint",
+        process_attribution="direct",
+    )
+    return envelope(
+        "ai.response",
+        ts_ns,
+        clock,
+        make_source(CAPTURE_METHOD, "ssl_read"),
+        confidence,
+        host=_host_block(host),
+        actor=actor,
+        process=process,
+        data=data,
+        related=[(request_event["event_id"], "parent")],
+    )
+
+
 def build_tool_call_events(resp_info: AiResponseInfo, response_event: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One `agent.tool_call` per tool call the model asked for, caused by the `ai.response` (whose
     time, host, actor and process they share).

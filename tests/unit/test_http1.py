@@ -430,6 +430,42 @@ def test_resync_waits_for_a_start_line_split_across_pieces():
     assert msg.target == "/split" and msg.ts_start_ns == 2
 
 
+def test_resync_finds_a_message_that_begins_a_tls_call_without_a_newline_before_it():
+    # The lost request's body ends without a newline; the next request is its own SSL_write.
+    parser = Http1Parser("request", MB)
+    parser.gap(1)
+    assert parser.feed(b'of the lost body": 1}', 2) == []
+    (msg,) = parser.feed(b"POST /next HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}", 3)
+    assert (msg.target, msg.body, msg.ts_start_ns) == ("/next", b"{}", 3)
+    assert parser.skipped_bytes == len(b'of the lost body": 1}') and parser.resyncs == 1
+
+
+def test_resync_waits_for_a_start_line_split_across_tls_calls():
+    parser = Http1Parser("response", MB)
+    parser.gap(1)
+    assert parser.feed(b"tail of a lost body", 2) == []
+    assert parser.feed(b"HTTP/1.1 2", 3) == []
+    (msg,) = parser.feed(b"00 OK\r\nContent-Length: 1\r\n\r\nx", 4)
+    assert (msg.status, msg.body, msg.ts_start_ns) == (200, b"x", 3)
+
+
+def test_resync_skips_a_call_start_that_is_no_start_line():
+    parser = Http1Parser("response", MB)
+    parser.gap(1)
+    assert parser.feed(b"junk ", 2) == []
+    assert parser.feed(b"HTTP/1.1 2xx is what the body said\r\n", 3) == []
+    (msg,) = parser.feed(b"HTTP/1.1 204 No Content\r\n\r\n", 4)
+    assert msg.status == 204
+
+
+def test_forgotten_expectations_do_not_frame_the_next_response():
+    parser = Http1Parser("response", MB)
+    parser.expect_response_to("HEAD")
+    parser.forget_expected()
+    (msg,) = parser.feed(response("200 OK", [("Content-Length", "2")], b"ok"), 1)
+    assert msg.body == b"ok"
+
+
 def test_close_mid_message_is_connection_closed():
     parser = Http1Parser("request", MB)
     parser.feed(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 1)
