@@ -10,6 +10,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
+from oisp_daemon.providers.endpoint import request_path
 from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.fields import (
@@ -26,7 +27,7 @@ from oisp_daemon.providers.stream import JsonEvent, SseJson, StreamDecoder, deco
 
 # The ApiFamily interface (providers/family.py).
 FAMILY = "anthropic"
-NATIVE_PROVIDERS = frozenset({"anthropic"})
+NATIVE_PROVIDERS = frozenset({"anthropic", "google"})  # google: Claude on Vertex AI
 ANY_PROVIDER = False
 
 API_MESSAGES = "anthropic.messages"
@@ -39,8 +40,17 @@ _TOOL_CALL_BLOCKS = ("tool_use", "server_tool_use")
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "specific", "none": "none"}
 
 
+# Claude on Vertex AI: the Messages API under the publisher path, the model in the path.
+_VERTEX = re.compile(
+    r"^/v1[a-z0-9]*/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    r"/publishers/anthropic/models/(?P<model>[^/:]+):(?P<method>rawPredict|streamRawPredict)$"
+)
+
+
 def route(method: str, target: str) -> Optional[Route]:
     """(api, request_type) for a Messages / Complete call; None for count_tokens, batches, models..."""
+    if method.upper() == "POST" and _VERTEX.match(request_path(target)):
+        return API_MESSAGES, "chat"
     return route_post(_ROUTE, _APIS, method, target)
 
 
@@ -53,6 +63,12 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     if found is None:
         return None
     info, body = start_request(provider, req, host, found)
+    vertex = _VERTEX.match(request_path(req.target))
+    if vertex:
+        info.model = info.model or vertex.group("model")
+        info.streaming = info.streaming or vertex.group("method") == "streamRawPredict"
+        info.project_id = info.project_id or vertex.group("project")
+        info.region = vertex.group("location")
     if body is None:
         return info
     if info.api == API_MESSAGES:

@@ -215,9 +215,14 @@ def _usage(raw: Any, input_key: str, output_key: str) -> Usage:
         prompt_tokens=as_int(raw.get(input_key)),
         completion_tokens=as_int(raw.get(output_key)),
         total_tokens=as_int(raw.get("total_tokens")),
-        cached_tokens=as_int(as_dict(raw.get(input_key + "_details")).get("cached_tokens")),
+        # DeepSeek reports cache hits at the top level instead of in prompt_tokens_details.
+        cached_tokens=_first_int(as_dict(raw.get(input_key + "_details")).get("cached_tokens"), raw.get("prompt_cache_hit_tokens")),
         reasoning_tokens=as_int(as_dict(raw.get(output_key + "_details")).get("reasoning_tokens")),
     )
+
+
+def _first_int(*values: Any) -> Optional[int]:
+    return next((n for n in (as_int(v) for v in values) if n is not None), None)
 
 
 def _arguments_text(value: Any) -> Optional[str]:

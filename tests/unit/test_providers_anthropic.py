@@ -169,3 +169,19 @@ def test_legacy_complete_stream():
     )
     out = parse_response(info, http_response(body, content_type=SSE))
     assert (out.text, out.finish_reason, out.model, out.provider_request_id) == (" Hello", "stop_sequence", "claude-2.1", "compl_1")
+
+
+def test_claude_on_vertex_ai_takes_model_project_and_region_from_the_path():
+    path = "/v1/projects/acme/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict"
+    body = {"anthropic_version": "vertex-2023-10-16", "max_tokens": 64, "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}]}
+    info = parse_request("google", http_request(path, body), "us-east5-aiplatform.googleapis.com")
+    assert (info.api, info.model, info.project_id, info.region, info.streaming) == (
+        "anthropic.messages", "claude-sonnet-4@20250514", "acme", "us-east5", True)
+    stream = sse_body(("message_start", {"type": "message_start", "message": {"id": "msg_v", "model": "claude-sonnet-4", "usage": {"input_tokens": 5}}}),
+                      ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                      ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+                      ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+                      ("message_stop", {"type": "message_stop"}))
+    out = parse_response(info, http_response(stream, content_type="text/event-stream"))
+    assert (out.text, out.finish_reason, out.usage.prompt_tokens, out.usage.completion_tokens) == ("Hello", "end_turn", 5, 2)

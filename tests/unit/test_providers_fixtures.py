@@ -36,6 +36,7 @@ USAGE_EXTRA = {
     "cached_input_tokens": "cached_tokens",
     "cache_read_input_tokens": "cached_tokens",
     "cache_creation_input_tokens": "cache_creation_tokens",
+    "prompt_cache_hit_tokens": "cached_tokens",
     "reasoning_tokens": "reasoning_tokens",
     "total_tokens": "total_tokens",
 }
