@@ -169,7 +169,7 @@ def build_ai_request(
         process=process,
         data=data,
     )
-    _attrs(event, parse_error=info.parse_error)
+    _attrs(event, parse_error=info.parse_error, **info.attribution)
     return event
 
 
@@ -244,7 +244,7 @@ def build_ai_response(
         if text is not None:
             message["content"] = text
         choice: Dict[str, Any] = {"index": index, "message": message}
-        finish = normalise_finish_reason(raw, has_tools)
+        finish = normalise_finish_reason(resp_info.finish_reason_names.get(raw or "", raw), has_tools)
         if finish:
             choice["finish_reason"] = finish
         choices.append(choice)
@@ -261,7 +261,7 @@ def build_ai_response(
         # SseEvent.offset is just past the event; its last byte is what completed it.
         first_token_ns = resp.ts_at_offset(max(resp_info.first_token_offset - 1, 0))
         data["time_to_first_token_ms"] = _ms(req.ts_start_ns, first_token_ns)
-    finish = normalise_finish_reason(resp_info.finish_reason, has_tools)
+    finish = normalise_finish_reason(resp_info.finish_reason_names.get(resp_info.finish_reason or "", resp_info.finish_reason), has_tools)
     if finish is None and not resp_info.success:
         finish = "error"
     if finish:

@@ -65,11 +65,5 @@ def normalise_finish_reason(raw: Optional[str], has_tool_calls: bool = False) ->
         value = value.split(":", 1)[1]  # max_output_tokens, content_filter
     if value == "completed" and has_tool_calls:
         return "tool_calls"
-    if value.isdigit():  # Vertex with enum-encoding=int: google.ai FinishReason numbers
-        value = _GEMINI_NUMBERS.get(int(value), "other")
     return _MAP.get(value, "other")
 
-
-# google.cloud.aiplatform.v1 Candidate.FinishReason, for enum-encoding=int answers.
-_GEMINI_NUMBERS = {0: "finish_reason_unspecified", 1: "stop", 2: "max_tokens", 3: "safety", 4: "recitation",
-                   5: "other", 6: "blocklist", 7: "prohibited_content", 8: "spii", 9: "malformed_function_call"}

@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any, Dict, List, Optional
 
-from oisp_daemon.decode.messages import HttpRequest, HttpResponse
+from oisp_daemon.decode.messages import HttpRequest, HttpResponse, header_value
 from oisp_daemon.providers.endpoint import request_path
 from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
@@ -63,6 +63,10 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     if found is None:
         return None
     info, body = start_request(provider, req, host, found)
+    for header, key in (("anthropic-beta", "anthropic_beta"), ("anthropic-version", "anthropic_version")):
+        value = header_value(req.headers, header)
+        if value:
+            info.attribution[key] = value[:200]
     vertex = _VERTEX.match(request_path(req.target))
     if vertex:
         info.model = info.model or vertex.group("model")

@@ -86,6 +86,9 @@ class AiRequestInfo:
     organization_id: Optional[str] = None
     project_id: Optional[str] = None
     region: Optional[str] = None  # the provider's region where the host or path names one (Bedrock, Vertex)
+    # Provider-specific attribution the OISP request has no field for (Azure deployment and
+    # api-version, Anthropic beta features, ...): events carry it under attrs.
+    attribution: Dict[str, str] = field(default_factory=dict)
     parse_error: Optional[str] = None  # body was not the JSON the API expects
 
 
@@ -100,6 +103,9 @@ class AiResponseInfo:
     choice_texts: List[Optional[str]] = field(default_factory=list)  # per choice, by index
     choice_finish_reasons: List[Optional[str]] = field(default_factory=list)  # raw, per choice
     finish_reason: Optional[str] = None  # raw provider value of choice 0
+    # Names of raw values that are enum numbers (Vertex with enum-encoding=int sends "1" for
+    # STOP): set by the family that knows its enum, used to normalise; the raw value stays.
+    finish_reason_names: Dict[str, str] = field(default_factory=dict)
     tool_calls: List[ToolCall] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     error_type: Optional[str] = None

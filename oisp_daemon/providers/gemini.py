@@ -45,6 +45,9 @@ _APIS = {
 }
 _ROLES = {"user": "user", "model": "assistant", "function": "tool", "tool": "tool", "system": "system"}
 _TOOL_CHOICES = {"AUTO": "auto", "ANY": "required", "NONE": "none", "VALIDATED": "auto"}
+# Candidate.FinishReason by number, for answers sent with enum-encoding=int (Vertex REST).
+_FINISH_NUMBERS = {"0": "FINISH_REASON_UNSPECIFIED", "1": "STOP", "2": "MAX_TOKENS", "3": "SAFETY", "4": "RECITATION",
+                   "5": "OTHER", "6": "BLOCKLIST", "7": "PROHIBITED_CONTENT", "8": "SPII", "9": "MALFORMED_FUNCTION_CALL"}
 
 
 def route(method: str, target: str) -> Optional[Route]:
@@ -238,6 +241,8 @@ class _Chunks:
             finish_text = str(finish) if isinstance(finish, (str, int)) and not isinstance(finish, bool) else None
             if finish_text:
                 self.finishes[index] = finish_text
+                if finish_text in _FINISH_NUMBERS:
+                    out.finish_reason_names[finish_text] = _FINISH_NUMBERS[finish_text]
             if text or finish_text:
                 deltas.append(StreamDelta(choice_index=index, content=text, finish_reason=finish_text))
             for part in other:

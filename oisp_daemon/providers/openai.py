@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import re
+from urllib.parse import parse_qs, urlsplit
 from typing import Any, Dict, List, Optional, Tuple
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
@@ -84,9 +85,13 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
             _embeddings_request(info, body)
         else:
             _responses_request(info, body)
-    if not info.model:
-        deployment = _AZURE_DEPLOYMENT.search(request_path(req.target) + "/")
-        info.model = deployment.group(1) if deployment else None
+    deployment = _AZURE_DEPLOYMENT.search(request_path(req.target) + "/")
+    if deployment:
+        info.attribution["azure_deployment"] = deployment.group(1)
+        info.model = info.model or deployment.group(1)
+    version = parse_qs(urlsplit(req.target).query).get("api-version")
+    if version and version[0]:
+        info.attribution["api_version"] = version[0][:40]
     return info
 
 

@@ -76,22 +76,37 @@ def fixture_request(fx: Dict[str, Any]) -> HttpRequest:
     )
 
 
-def _chunk_ends(body: bytes, streaming: bool) -> List[int]:
-    """Where each simulated TLS read ends: after each SSE event, or every 4 KiB."""
-    if streaming:
-        ends = [m.end() for m in re.finditer(rb"\r?\n\r?\n", body)]
-    else:
-        ends = list(range(_PLAIN_CHUNK, len(body), _PLAIN_CHUNK))
+def stream_event_ends(body: bytes, content_type: str) -> List[int]:
+    """Where each streamed event ends, by the framing its Content-Type names: SSE events end at
+    a blank line, NDJSON (Ollama, Cohere v1) at a newline, AWS event stream messages at the
+    length in their prelude. Empty for a body that is not a stream."""
+    content_type = content_type.lower()
+    if "event-stream" in content_type and "amazon" not in content_type:
+        return [m.end() for m in re.finditer(rb"\r?\n\r?\n", body)]
+    if "ndjson" in content_type or "stream+json" in content_type:
+        return [m.end() for m in re.finditer(rb"\n", body)]
+    if "amazon.eventstream" in content_type:
+        ends, offset = [], 0
+        while offset + 4 <= len(body):
+            offset += int.from_bytes(body[offset:offset + 4], "big")
+            ends.append(min(offset, len(body)))
+        return ends
+    return []
+
+
+def _chunk_ends(body: bytes, content_type: str) -> List[int]:
+    """Where each simulated TLS read ends: after each streamed event, or every 4 KiB."""
+    ends = stream_event_ends(body, content_type) or list(range(_PLAIN_CHUNK, len(body), _PLAIN_CHUNK))
     if not ends or ends[-1] != len(body):
         ends.append(len(body))
     return ends
 
 
-def body_marks(body: bytes, streaming: bool, start_ns: int) -> List[Tuple[int, int]]:
+def body_marks(body: bytes, content_type: str, start_ns: int) -> List[Tuple[int, int]]:
     """(offset, ts) marks of a body delivered in chunks, as the decode layer records them."""
     marks = []
     offset = 0
-    for i, end in enumerate(_chunk_ends(body, streaming)):
+    for i, end in enumerate(_chunk_ends(body, content_type)):
         marks.append((offset, start_ns + i * CHUNK_INTERVAL_NS))
         offset = end
     return marks
@@ -101,9 +116,9 @@ def fixture_response(fx: Dict[str, Any]) -> HttpResponse:
     response = fx["response"]
     body = body_bytes(response)
     headers = headers_list(response["headers"])
-    streaming = any(k.lower() == "content-type" and "event-stream" in v for k, v in headers)
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
     start = REQUEST_TS + RESPONSE_DELAY_NS
-    marks = body_marks(body, streaming, start)
+    marks = body_marks(body, content_type, start)
     return HttpResponse(
         headers=headers,
         body=body,
@@ -146,7 +161,7 @@ def http_response(body: Any = b"", status: int = 200, content_type: str = "appli
     data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
     all_headers = ([("Content-Type", content_type)] if content_type else []) + list(headers)
     start = REQUEST_TS + RESPONSE_DELAY_NS
-    marks = body_marks(data, "event-stream" in content_type, start)
+    marks = body_marks(data, content_type, start)
     return HttpResponse(
         headers=all_headers,
         body=data,

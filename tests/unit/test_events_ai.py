@@ -25,13 +25,11 @@ from tests.support.fixtures import (
     http_response,
     load_fixture,
     sse_body,
+    stream_event_ends,
 )
 from tests.support.oisp_schema import assert_valid_event
 
-FIXTURES = fixture_paths(
-    "openai-*.json", "anthropic-*.json", "azure-openai-*.json", "cerebras-*.json", "deepseek-*.json",
-    "groq-*.json", "mistral-*.json", "openrouter-*.json", "together-*.json",
-)
+FIXTURES = fixture_paths("*.json")  # every provider's recordings
 OISP_FINISH = {"stop", "length", "tool_calls", "content_filter", "error", "other"}
 CTX = dict(
     clock=Clock(offset_ns=1_700_000_000_000_000_000),
@@ -94,9 +92,10 @@ def test_time_to_first_token_is_the_arrival_of_the_first_output_event(path):
     if out.first_token_offset is None:
         assert "time_to_first_token_ms" not in response["data"]
         return
-    # fixture_response delivers SSE event k (0-based) at RESPONSE_DELAY_NS + k * CHUNK_INTERVAL_NS
-    events_before = resp.body[: out.first_token_offset].count(b"\n\n")
-    expected_ns = RESPONSE_DELAY_NS + (events_before - 1) * CHUNK_INTERVAL_NS
+    # fixture_response delivers streamed event k (0-based) at RESPONSE_DELAY_NS + k * CHUNK_INTERVAL_NS
+    ends = stream_event_ends(resp.body, resp.header("Content-Type") or "")
+    index = sum(1 for end in ends if end < out.first_token_offset)
+    expected_ns = RESPONSE_DELAY_NS + index * CHUNK_INTERVAL_NS
     assert response["data"]["time_to_first_token_ms"] == expected_ns // 1_000_000
     assert response["data"]["time_to_first_token_ms"] <= response["data"]["latency_ms"]
 
@@ -325,3 +324,13 @@ def test_stream_cut_before_its_end_marker_is_not_finished():
     resp.body = resp.body[: resp.body.index(b"[DONE]")]
     info = parse_request("openai", fixture_request(fx), "api.openai.com")
     assert parse_response(info, resp).stream_finished is False
+
+
+def test_an_integer_finish_reason_is_normalised_by_its_familys_name():
+    path = "/v1/projects/p/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent"
+    req = http_request(path, {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]})
+    resp = http_response({"candidates": [{"content": {"parts": [{"text": "Hello"}]}, "finishReason": 1}]})
+    info = parse_request("google", req, "europe-west4-aiplatform.googleapis.com")
+    event = build_ai_response(info, parse_response(info, resp), req, resp, request_event=build_ai_request(info, req, **CTX), **CTX)
+    assert event["data"]["finish_reason"] == "stop" and event["data"]["choices"][0]["finish_reason"] == "stop"
+    assert_valid_event(event)

@@ -11,7 +11,7 @@ from oisp_daemon.events.finish_reason import normalise_finish_reason
     ("COMPLETE", "stop"), ("FINISH", "stop"), ("length", "length"), ("MAX_TOKENS", "length"),
     ("model_length", "length"), ("tool_use", "tool_calls"), ("TOOL_CALL", "tool_calls"),
     ("SAFETY", "content_filter"), ("guardrail_intervened", "content_filter"),
-    ("insufficient_system_resource", "error"), ("1", "stop"), ("2", "length"), ("3", "content_filter"),
+    ("insufficient_system_resource", "error"), ("1", "other"),
     ("incomplete:max_output_tokens", "length"), ("something_new", "other"),
 ])
 def test_raw_reasons_map_to_the_oisp_enum(raw, oisp):

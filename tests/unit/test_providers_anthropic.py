@@ -185,3 +185,10 @@ def test_claude_on_vertex_ai_takes_model_project_and_region_from_the_path():
                       ("message_stop", {"type": "message_stop"}))
     out = parse_response(info, http_response(stream, content_type="text/event-stream"))
     assert (out.text, out.finish_reason, out.usage.prompt_tokens, out.usage.completion_tokens) == ("Hello", "end_turn", 5, 2)
+
+
+def test_beta_features_and_api_version_are_attributed():
+    req = http_request("/v1/messages", {"model": "claude-sonnet-4", "messages": []},
+                       headers=[("anthropic-beta", "prompt-caching-2024-07-31,files-api-2025-04-14"), ("anthropic-version", "2023-06-01")])
+    info = parse_request("anthropic", req, "api.anthropic.com")
+    assert info.attribution == {"anthropic_beta": "prompt-caching-2024-07-31,files-api-2025-04-14", "anthropic_version": "2023-06-01"}

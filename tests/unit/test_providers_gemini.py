@@ -140,3 +140,11 @@ def test_embeddings():
                                                 {"requests": [{}, {}]}), "generativelanguage.googleapis.com")
     out = parse_response(info, http_response({"embeddings": [{"values": [0.1, 0.2, 0.3]}, {"values": [0.4, 0.5, 0.6]}]}))
     assert (info.input_count, out.embedding_count, out.embedding_dimensions) == (2, 2, 3)
+
+
+
+def test_integer_finish_reasons_stay_raw_and_are_named():
+    body = {"candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": 1}]}
+    info = parse_request("google", http_request(VERTEX_PATH + ":generateContent", {}), "europe-west4-aiplatform.googleapis.com")
+    out = parse_response(info, http_response(body))
+    assert out.finish_reason == "1" and out.finish_reason_names == {"1": "STOP"}

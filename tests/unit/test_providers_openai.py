@@ -273,3 +273,10 @@ def test_responses_stream_without_deltas_uses_the_final_output():
                        {"type": "function_call", "name": "f", "call_id": "c1", "arguments": "{\"a\":1}"}]}}
     out = parse_response(responses_request({"model": "gpt-4.1", "input": "x", "stream": True}), http_response(sse_body(done), content_type=SSE))
     assert (out.text, [(c.name, c.id, c.arguments) for c in out.tool_calls]) == ("All at once", [("f", "c1", '{"a":1}')])
+
+
+def test_azure_deployment_and_api_version_are_attributed():
+    req = http_request("/openai/deployments/prod-gpt4o/chat/completions?api-version=2024-10-21", {"messages": []})
+    info = parse_request("azure_openai", req, "acme.openai.azure.com")
+    assert info.model == "prod-gpt4o"
+    assert info.attribution == {"azure_deployment": "prod-gpt4o", "api_version": "2024-10-21"}
