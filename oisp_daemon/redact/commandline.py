@@ -202,6 +202,11 @@ RULES: Tuple[Rule, ...] = (
 )
 
 
+# The rules for URLs, which are safe to apply to any string outside content (attrs, ext, ...):
+# `?token=` and `user:password@` mean a credential wherever a URL stands.
+URL_RULES: Tuple[Rule, ...] = tuple(r for r in RULES if r.kind in ("query", "userinfo"))
+
+
 def _unquoted(text: str, start: int, end: int) -> Tuple[int, int]:
     """The span inside a value's quotes (an unterminated quote is dropped from the start only)."""
     for quote in ('\\"', '"', "'"):

@@ -20,9 +20,19 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from .commandline import args_marker, join_argv, named_value_spans, secret_values, split_cmdline, split_words
+from .commandline import (
+    RULES,
+    URL_RULES,
+    Rule,
+    args_marker,
+    join_argv,
+    named_value_spans,
+    secret_values,
+    split_cmdline,
+    split_words,
+)
 from .custom import compile_custom_patterns
 from .detectors import DETECTORS, marker_for
 from .digest import short_sha256
@@ -153,7 +163,7 @@ class _Run:
     def sweep(self, value: Any) -> Any:
         """A non-content value: credentials removed, everything else kept."""
         if isinstance(value, str):
-            return self.replace(self.secret_scanner, value) if value else value
+            return self.replace(self.secret_scanner, self.named(value, URL_RULES)) if value else value
         if isinstance(value, dict):
             return {k: self.member(k, v) for k, v in value.items()}
         if isinstance(value, list):
@@ -304,16 +314,21 @@ class _Run:
     def text(self, value: str) -> str:
         """Free text outside content (an argument, a command line, an environment value):
         values after credential names replaced whole, then every detector."""
-        spans = named_value_spans(value)
-        if spans:
-            parts, pos = [], 0
-            for start, end in spans:
-                parts.append(value[pos:start])
-                parts.append(self.whole(value[start:end]))
-                pos = end
-            parts.append(value[pos:])
-            value = "".join(parts)
+        value = self.named(value, RULES)
         return self.replace(self.content_scanner, value) if value else value
+
+    def named(self, value: str, rules: Sequence[Rule]) -> str:
+        """`value` with what `rules` find after credential names replaced whole."""
+        spans = named_value_spans(value, rules)
+        if not spans:
+            return value
+        parts, pos = [], 0
+        for start, end in spans:
+            parts.append(value[pos:start])
+            parts.append(self.whole(value[start:end]))
+            pos = end
+        parts.append(value[pos:])
+        return "".join(parts)
 
     def env(self, env: Mapping[str, Any]) -> Dict[str, Any]:
         """Environment variables: names are kept; values of credential names replaced whole,

@@ -168,3 +168,11 @@ def test_split_refuses_unbalanced_quotes():
 def test_proc_cmdline_is_cut_between_arguments():
     line = cmdline_from_proc(b"app\0--api-key\0" + b"k" * 100 + b"\0tail\0", limit=30)
     assert line == "app --api-key [truncated: 2 more args]"
+
+
+def test_urls_outside_content_lose_query_credentials_and_passwords():
+    event = {"event_type": "ai.request", "data": {"provider": {"endpoint": "https://gw.example/v1?token=" + GATEWAY}},
+             "attrs": {"upstream": "https://svc:%s@10.0.0.1/v1?model=m&sig=%s" % (AZURE, GATEWAY)}}
+    out = Redactor("safe").redact_event(event)
+    assert out["data"]["provider"]["endpoint"] == "https://gw.example/v1?token=[REDACTED:named_secret]"
+    assert out["attrs"]["upstream"] == "https://svc:[REDACTED:named_secret]@10.0.0.1/v1?model=m&sig=[REDACTED:named_secret]"
