@@ -19,8 +19,9 @@ mutated, because the same event is redacted differently for sessions with differ
 from __future__ import annotations
 
 import copy
-from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+import threading
+from collections import Counter, OrderedDict
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .commandline import (
     RULES,
@@ -90,6 +91,7 @@ class Redactor:
         custom = compile_custom_patterns(custom_patterns)
         self._content = Scanner(DETECTORS + custom)
         self._secrets = Scanner([d for d in DETECTORS if d.secret])
+        self._cmdlines = CmdlineCache()
 
     def redact_event(self, event: Mapping[str, Any]) -> Dict[str, Any]:
         """A redacted copy of `event`, with confidence.redaction_applied/redaction_profile set."""
@@ -97,7 +99,7 @@ class Redactor:
             out = copy.deepcopy(dict(event))
             _stamp(out, self.mode, False, Counter())
             return out
-        run = _Run(self.mode == "minimal", self._content, self._secrets)
+        run = _Run(self.mode == "minimal", self._content, self._secrets, self._cmdlines)
         out = {}
         for key, value in event.items():
             if key in UNTOUCHED_MEMBERS:
@@ -114,13 +116,42 @@ class Redactor:
         return out
 
 
+# Shorter than this, an argument holds nothing a rule or detector could find (the shortest
+# are "key=x", "-ua:b", "a@b.c"); the pass over the whole line still sees it with its neighbours.
+_MIN_FINDABLE = 5
+
+
+class CmdlineCache:
+    """Redacted command lines by their text: every event of a process carries the same one, and
+    a long hostile line (thousands of arguments) must cost its redaction once, not per event."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: "OrderedDict[str, Tuple[str, Counter[str], bool]]" = OrderedDict()
+
+    def get(self, cmdline: str) -> Optional[Tuple[str, "Counter[str]", bool]]:
+        with self._lock:
+            entry = self._entries.get(cmdline)
+            if entry is not None:
+                self._entries.move_to_end(cmdline)
+            return entry
+
+    def put(self, cmdline: str, entry: Tuple[str, "Counter[str]", bool]) -> None:
+        with self._lock:
+            self._entries[cmdline] = entry
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 class _Run:
     """One redact_event call: walks the event, counts findings, notes whether anything changed."""
 
-    def __init__(self, minimal: bool, content: Scanner, secrets: Scanner) -> None:
+    def __init__(self, minimal: bool, content: Scanner, secrets: Scanner, cmdlines: CmdlineCache) -> None:
         self.minimal = minimal
         self.content_scanner = content
         self.secret_scanner = secrets
+        self.cmdlines = cmdlines
         self.counts: Counter[str] = Counter()
         self.changed = False
 
@@ -288,14 +319,30 @@ class _Run:
         for i, arg in enumerate(argv):
             if i in secret:
                 out.append(arg[: secret[i]] + self.whole(arg[secret[i] :]))
+            elif len(arg) < _MIN_FINDABLE:
+                out.append(arg)
             else:
                 out.append(self.text(arg))
         return out
 
     def cmdline(self, cmdline: str) -> str:
-        """A command line as one string: redacted argument by argument (split as
-        events/context.py joined it, else on whitespace), rejoined, then once more as a whole,
-        so that a header, its scheme and its token are seen together even across arguments."""
+        """A command line as one string (cached: see CmdlineCache)."""
+        cached = self.cmdlines.get(cmdline)
+        if cached is None:
+            outer_counts, outer_changed = self.counts, self.changed
+            self.counts, self.changed = Counter(), False
+            cached = (self.redact_cmdline(cmdline), self.counts, self.changed)
+            self.counts, self.changed = outer_counts, outer_changed
+            self.cmdlines.put(cmdline, cached)
+        text, counts, changed = cached
+        self.counts.update(counts)
+        self.changed = self.changed or changed
+        return text
+
+    def redact_cmdline(self, cmdline: str) -> str:
+        """Redacted argument by argument (split as events/context.py joined it, else on
+        whitespace), rejoined, then once more as a whole, so that a header, its scheme and its
+        token are seen together even across arguments."""
         argv = split_cmdline(cmdline)
         if self.minimal:
             words = argv if argv is not None else [w for w in split_words(cmdline)[0::2] if w]

@@ -6,6 +6,7 @@ Keys are assembled at run time so that secret scanners do not flag this file.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -176,3 +177,25 @@ def test_urls_outside_content_lose_query_credentials_and_passwords():
     out = Redactor("safe").redact_event(event)
     assert out["data"]["provider"]["endpoint"] == "https://gw.example/v1?token=[REDACTED:named_secret]"
     assert out["attrs"]["upstream"] == "https://svc:[REDACTED:named_secret]@10.0.0.1/v1?model=m&sig=[REDACTED:named_secret]"
+
+
+def test_a_repeated_command_line_gives_the_same_result_and_counts():
+    """Every event of a process carries its command line; the second one comes from the cache."""
+    redactor = Redactor("safe")
+    event = event_with(proc_line("curl", "-H", "x-api-key: " + AZURE, "--api-key", OPENAI))
+    first, second = redactor.redact_event(event), redactor.redact_event(event)
+    assert first == second
+    assert {f["type"]: f["count"] for f in first["attrs"]["redaction"]["findings"]} == {"named_secret": 1, "openai_key": 1}
+
+
+def test_a_hostile_command_line_is_redacted_once_per_redactor():
+    redactor = Redactor("safe")
+    event = event_with(proc_line(*(["x-api-key:", GATEWAY] * 1500)))
+    first = time.process_time()
+    redactor.redact_event(event)
+    first = time.process_time() - first
+    again = time.process_time()
+    for _ in range(10):
+        redactor.redact_event(event)
+    again = time.process_time() - again
+    assert again < first  # ten cached redactions cost less than the first one
