@@ -5,6 +5,9 @@ every user's events, so none of those keys may appear anywhere in what the senso
 The attacker's view is the JSONL file: the whole file is searched for each key. Each key is
 fresh per run and shaped like no vendor's (Azure and gateway keys), so only the rules that look
 at where a value stands (header, URL parameter, JSON member, option, assignment) can catch it.
+
+Also the configuration side of issue 6: a custom pattern that would freeze the pipeline and a
+YAML alias bomb are refused by the real commands with short errors.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -143,3 +148,34 @@ def test_keys_as_options_assignments_and_urls_in_a_users_argv_never_reach_the_js
     assert "two words" not in text  # a password's words after the first, whole argument redacted
     assert sensor.proc.poll() is None  # the sensor is still recording
 
+
+
+# --- configuration that would freeze or flood the sensor ----------------------------------------
+
+
+def run_cli(*args: str):
+    return subprocess.run([sys.executable, "-m", "oisp_daemon.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=str(clients.REPO_ROOT))
+
+
+@pytest.mark.parametrize("pattern", [r"(a+)+$", r"(\w+\s?)+!", r"(x|xy)*z"])
+def test_a_catastrophic_custom_pattern_never_reaches_the_pipeline(tmp_path, pattern):
+    """`(a+)+$` passed check-config and reload, then 'a'*28+'!' froze the daemon: now both
+    check-config and record refuse it, naming the file, the key and the pattern."""
+    cfg = tmp_path / "patterns.yaml"
+    cfg.write_text("redaction:\n  custom_patterns:\n    - {name: slow, regex: '%s'}\n" % pattern)
+    for proc in (run_cli("check-config", str(cfg)), run_cli("record", "--config", str(cfg), "--output", str(tmp_path / "x"))):
+        assert proc.returncode == 1
+        assert f"{cfg}: redaction.custom_patterns: custom redaction pattern 'slow': regex {pattern!r}" in proc.stderr
+        assert "exponential time" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_alias_bomb_gives_a_small_error(tmp_path):
+    lines = ['a0: &a0 ["%s"]' % ("x" * 40)] + ["a%d: &a%d [%s]" % (i, i, ",".join(["*a%d" % (i - 1)] * 9)) for i in range(1, 10)]
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text("\n".join(lines) + "\nsessions: *a9\n")
+    assert cfg.stat().st_size < 600
+    for proc in (run_cli("check-config", str(cfg)), run_cli("record", "--config", str(cfg))):
+        assert proc.returncode == 1 and "YAML aliases (*a0) are not allowed" in proc.stderr
+        assert len(proc.stderr) < 1024
