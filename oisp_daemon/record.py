@@ -65,7 +65,12 @@ def run(opts: RecordOptions) -> int:
         print(f"oisp-sensor record: {exc}", file=sys.stderr)
         capture.close()
         return 1
-    sink = JsonlSink(opts.output or default_output())
+    try:
+        sink = JsonlSink(opts.output or default_output())  # 0600, never through a link
+    except OSError as exc:
+        print(f"oisp-sensor record: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        capture.close()
+        return 1
     reader = RingReader(capture.poll, capture.open_ring)
     pipeline = Pipeline(
         emit=lambda event: sink.write(redactor.redact_event(event)),

@@ -277,3 +277,34 @@ def test_a_restored_session_is_raised_to_a_global_mode_tightened_while_it_was_do
     assert sessions(daemon)["dbg"]["redaction"] == "minimal"
     events = wait_for_file_events(session_sink(daemon, "dbg"), ai_call(hosts, pki, uid=NOBODY))
     assert {e["confidence"]["redaction_profile"] for e in events} == {"minimal"}
+
+
+# -- record's output is private -----------------------------------------------------------------
+
+
+def test_record_output_is_0600_under_umask_000(tmp_path):
+    from tests.integration.conftest import start_sensor
+
+    old = os.umask(0)
+    try:
+        sensor = start_sensor(tmp_path)
+    finally:
+        os.umask(old)
+    try:
+        st = os.stat(sensor.output)
+        assert mode(sensor.output) == 0o600 and st.st_uid == 0
+    finally:
+        assert sensor.stop() == 0
+
+
+def test_record_refuses_an_output_planted_as_a_symlink(tmp_path, victim, attacker_dir):
+    link = attacker_dir / "events.jsonl"
+    as_nobody("ln", "-s", str(victim), str(link))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"paths:\n  cache_dir: {tmp_path / 'cache'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "oisp_daemon.cli", "record", "--output", str(link), "--config", str(cfg)],
+        capture_output=True, text=True, timeout=300, cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    assert proc.returncode == 1 and "symbolic link" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert_untouched(victim)
