@@ -131,12 +131,6 @@ class ConnectionTracker:
         """Connections being decoded (ignored ones not included)."""
         return len(self._conns)
 
-    def protocol_of(self, key: ConnectionKey) -> Optional[str]:
-        """The protocol a connection is decoded as ("http/1.1") once its decoder recognised it;
-        None while undecided and for connections not decoded."""
-        conn = self._conns.get(key)
-        return conn.decoder.name if conn is not None and conn.decoder.started else None
-
     def counters(self) -> Dict[str, int]:
         """DecodeStats, with the parser counters of live connections included."""
         counters = asdict(self.stats)

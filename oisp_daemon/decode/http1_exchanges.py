@@ -42,8 +42,6 @@ class _Slot:
 class Http1Decoder(ProtocolDecoder):
     """One HTTP/1.x connection: requests from "write", responses from "read"."""
 
-    name = "http/1.1"
-
     def __init__(self, key: ConnectionKey, stats: DecodeStats, max_body_bytes: int,
                  max_header_bytes: int) -> None:
         self.key = key
@@ -51,17 +49,12 @@ class Http1Decoder(ProtocolDecoder):
         self.requests = Http1Parser("request", max_body_bytes, max_header_bytes)
         self.responses = Http1Parser("response", max_body_bytes, max_header_bytes)
         self._slots: Deque[_Slot] = deque()
-        self._started = False
 
     # -- ProtocolDecoder --------------------------------------------------------------------------
 
     @property
     def stopped(self) -> Optional[str]:
         return self.requests.protocol_error or self.responses.protocol_error
-
-    @property
-    def started(self) -> bool:
-        return self._started
 
     @property
     def skipped_bytes(self) -> int:
@@ -99,7 +92,6 @@ class Http1Decoder(ProtocolDecoder):
     def _register(self, request: HttpRequest, out: List[Step]) -> _Slot:
         slot = _Slot(Exchange(self.key, request))
         self._slots.append(slot)
-        self._started = True
         self.responses.expect_response_to(request.method)
         if len(self._slots) > MAX_PENDING_RESPONSES:
             # The response parser forgot the oldest method too; keep both queues aligned. The

@@ -125,8 +125,6 @@ class ProtocolDecoder(ABC):
     the tracker then ends the open exchanges itself (open_exchanges()) and drops the connection.
     """
 
-    name = ""  # "http/1.1", ...
-
     @property
     @abstractmethod
     def stopped(self) -> Optional[str]:
@@ -134,11 +132,6 @@ class ProtocolDecoder(ABC):
         "http2_preface", ...), None while it is. A stopped decoder takes no more input; the
         tracker ends its open exchanges with that reason (issue 10: or hands over to a decoder of
         the new protocol)."""
-
-    @property
-    @abstractmethod
-    def started(self) -> bool:
-        """The stream was recognised as this protocol (a request was seen)."""
 
     @abstractmethod
     def feed(self, direction: str, data: bytes, ts_ns: int, out: List[Step]) -> None:
