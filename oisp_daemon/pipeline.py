@@ -198,6 +198,8 @@ class Pipeline:
     def _on_request(self, exchange: Exchange) -> None:
         key, req = exchange.key, exchange.request
         conn = self.conns.setdefault(key, _Conn())
+        if conn.decided and conn.provider is None:
+            return  # decided not AI (and ignored: its exchanges were ended without events)
         host = req.header("host")
         provider = self._provider_for(key, host)
         if provider is None:

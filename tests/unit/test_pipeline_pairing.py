@@ -326,6 +326,14 @@ def test_non_ai_connection_is_ignored_without_events(capture, events, ignored):
     assert events == [] and ignored == [KEY]
 
 
+def test_ai_request_pipelined_behind_a_non_ai_one_is_not_left_without_a_response(capture, events, ignored):
+    # The first request decides the connection (not AI: ignored, its exchanges ended at once), so
+    # a request pipelined behind it in the same call must not produce an ai.request either.
+    capture.write(b"GET /file HTTP/1.1\r\nHost: downloads.example.test\r\n\r\n" + chat_request("behind"))
+    capture.read(chat_response("behind"))
+    assert events == [] and ignored == [KEY]
+
+
 def test_counters_name_every_pipeline_and_decoder_count(capture, pipeline):
     capture.write(chat_request("counted"))
     capture.exit()
