@@ -8,6 +8,7 @@ this script writes the parts it needs into the package, with attribution (Apache
   provider the auth header conventions used to find the API key.
 - oisp_daemon/data/model_prices.json: per provider, model id -> USD per 1k tokens (input,
   output, and cache read/write where the bundle has them).
+- oisp_daemon/data/model_families.json: per provider, model id -> model family.
 
 Run it again when the bundle is updated and commit the result:
 
@@ -126,6 +127,33 @@ def model_prices(bundle: Dict[str, Any], bundle_path: Path) -> Dict[str, Any]:
     }
 
 
+def model_families(bundle: Dict[str, Any], bundle_path: Path) -> Dict[str, Any]:
+    """Per provider, model id -> its family ("gpt-4o", "claude-3.5", "gemini-2.5"), for events."""
+    families: Dict[str, Dict[str, str]] = {}
+    for model in bundle.get("models", {}).values():
+        if model.get("family"):
+            families.setdefault(model["provider"], {})[model["id"]] = model["family"]
+    return {
+        "attribution": attribution(bundle, bundle_path, "Model families"),
+        "aliases": MODEL_NAMESPACE_ALIASES,
+        "families": {pid: dict(sorted(models.items())) for pid, models in sorted(families.items())},
+    }
+
+
+def render_families(table: Dict[str, Any]) -> str:
+    """One provider per line."""
+    lines = ["{"]
+    for key in ("attribution", "aliases"):
+        lines.append(f"{json.dumps(key)}: {json.dumps(table[key], sort_keys=True)},")
+    lines.append('"families": {')
+    providers = list(table["families"].items())
+    for i, (pid, models) in enumerate(providers):
+        lines.append(f"{json.dumps(pid)}: {json.dumps(models, sort_keys=True)}" + ("," if i < len(providers) - 1 else ""))
+    lines.append("}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def render_prices(table: Dict[str, Any]) -> str:
     """One model per line: compact, yet diffs stay readable when the bundle changes."""
     lines = ["{"]
@@ -158,6 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "provider_domains.json").write_text(render_domains(provider_domains(bundle, args.bundle)), encoding="utf-8")
     (args.out / "model_prices.json").write_text(render_prices(model_prices(bundle, args.bundle)), encoding="utf-8")
+    (args.out / "model_families.json").write_text(render_families(model_families(bundle, args.bundle)), encoding="utf-8")
     return 0
 
 

@@ -14,6 +14,7 @@ from oisp_daemon.events.cost import cost_usd
 from oisp_daemon.events.context import HostContext
 from oisp_daemon.events.envelope import Clock, derived_envelope, envelope, make_confidence, make_source, new_ulid
 from oisp_daemon.events.finish_reason import normalise_finish_reason
+from oisp_daemon.events.model_tables import model_family
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall
 # One "sha256:" + 16 hex for prompts, tool arguments and auth.key_hash: redact/digest.py is a
 # stdlib-only leaf that events already reach through redact.keys, so importing it makes no cycle.
@@ -54,6 +55,14 @@ def auth_info(api_key: Optional[str]) -> Optional[Dict[str, str]]:
         auth["key_prefix"] = prefix
     auth["key_hash"] = digest
     return auth
+
+
+def _model_block(info: AiRequestInfo, model: str) -> Dict[str, str]:
+    block = {"id": model}
+    family = model_family(info.provider, model, info.model, info.base_model)
+    if family:
+        block["family"] = family
+    return block
 
 
 def _provider_block(info: AiRequestInfo, with_account: bool) -> Dict[str, str]:
@@ -135,7 +144,7 @@ def build_ai_request(
         "streaming": info.streaming,
     }
     if info.model:
-        data["model"] = {"id": info.model}
+        data["model"] = _model_block(info, info.model)
     auth = auth_info(info.api_key)
     if auth:
         data["auth"] = auth
@@ -186,7 +195,7 @@ def _usage(info: AiRequestInfo, resp_info: AiResponseInfo, model: Optional[str])
         cache = 0 if usage.cache_in_prompt else (usage.cached_tokens or 0) + (usage.cache_creation_tokens or 0)
         reasoning = 0 if usage.reasoning_in_completion else usage.reasoning_tokens or 0
         block["total_tokens"] = usage.prompt_tokens + usage.completion_tokens + cache + reasoning
-    cost = cost_usd(info.provider, model, usage, request_model=info.model)
+    cost = cost_usd(info.provider, model, usage, request_model=info.model, base_model=info.base_model)
     if cost is not None:
         block["input_cost_usd"], block["output_cost_usd"], block["total_cost_usd"] = cost
     return block
@@ -231,7 +240,7 @@ def build_ai_response(
     if resp_info.provider_request_id:
         data["provider_request_id"] = resp_info.provider_request_id
     if model:
-        data["model"] = {"id": model}
+        data["model"] = _model_block(info, model)
     if resp_info.error_type or resp_info.error_message:
         error = {"type": resp_info.error_type, "message": resp_info.error_message, "code": resp_info.error_code}
         data["error"] = {k: v for k, v in error.items() if v is not None}
@@ -332,7 +341,7 @@ def build_ai_response_missing(
         "error": {"type": "no_response", "message": "no response: " + _NO_RESPONSE_WHY.get(why, why)},
     }
     if info.model:
-        data["model"] = {"id": info.model}
+        data["model"] = _model_block(info, info.model)
     confidence = make_confidence(
         completeness="partial",
         reasons=["tls_boundary_capture", "known_endpoint", "message_incomplete"],

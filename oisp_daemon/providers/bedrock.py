@@ -80,6 +80,8 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     assert match is not None  # route() matched the same path
     info, body = start_request(provider, req, host, found)
     info.model = unquote(match.group("model"))
+    base = _CROSS_REGION.sub("", info.model)
+    info.base_model = base if base != info.model else None
     info.streaming = info.api in _STREAMS
     credential = _CREDENTIAL.search(header_value(req.headers, "authorization") or "")
     info.api_key = credential.group(1) if credential else None  # the access key id, not a secret

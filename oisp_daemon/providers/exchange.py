@@ -75,6 +75,9 @@ class AiRequestInfo:
     request_type: str  # OISP: chat | completion | embedding | image | audio | moderation | other
     endpoint: str  # https://host/path
     model: Optional[str] = None
+    # The model id without deployment decorations (a Bedrock cross-region prefix), set by the
+    # family where the id sent differs from the one prices and families are known under.
+    base_model: Optional[str] = None
     streaming: bool = False
     messages: List[Message] = field(default_factory=list)
     system_prompt: Optional[str] = None  # text of the system prompt(s), if any

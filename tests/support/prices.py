@@ -25,17 +25,30 @@ PRICED_AS = {
     "azure-openai-chat-stream-002.json": None,
     "azure-openai-embeddings-001.json": "azure_openai/text-embedding-3-large",
     "azure-openai-embeddings-error-001.json": None,  # error: no usage
+    "bedrock-converse-error-001.json": None,  # error: no usage
+    "bedrock-converse-stream-001.json": "aws_bedrock/amazon.nova-micro-v1:0",  # us. cross-region prefix dropped
+    "bedrock-invoke-001.json": "aws_bedrock/anthropic.claude-3-sonnet-20240229-v1:0",  # the request's model id
     "cerebras-chat-001.json": "cerebras/gpt-oss-120b",
+    "cohere-v1chat-001.json": None,  # command is not priced
+    "cohere-v1chat-stream-001.json": None,
+    "cohere-v2chat-001.json": None,
+    "cohere-v2chat-stream-tools-001.json": None,  # command-r (undated) is not priced
     "deepseek-chat-001.json": "deepseek/deepseek-reasoner",
     "deepseek-chat-stream-001.json": "deepseek/deepseek-reasoner",
     "deepseek-chat-stream-003.json": "deepseek/deepseek-chat",
     "deepseek-chat-tools-001.json": "deepseek/deepseek-reasoner",  # response model unknown: request model
+    "gemini-generate-002.json": "google/gemini-2.5-flash",
+    "gemini-generate-stream-001.json": None,  # gemini-2.0-flash-exp is not priced
     "groq-chat-002.json": "groq/llama3-8b-8192",
     "groq-chat-stream-tools-001.json": "groq/openai/gpt-oss-120b",
     "mistral-chat-001.json": None,
     "mistral-chat-002.json": None,
     "mistral-chat-stream-001.json": None,
     "mistral-chat-tools-001.json": None,
+    "ollama-apichat-002.json": None,  # local models are not priced
+    "ollama-apichat-stream-001.json": None,
+    "ollama-apigenerate-001.json": None,
+    "ollama-apigenerate-stream-001.json": None,
     "openai-chat-001.json": "openai/gpt-4.1",
     "openai-chat-002.json": "openai/gpt-3.5-turbo",
     "openai-chat-004.json": "openai/gpt-4o-mini",
@@ -55,6 +68,9 @@ PRICED_AS = {
     "openrouter-chat-stream-001.json": "openrouter/google/gemini-2.5-flash",
     "openrouter-chat-stream-error-001.json": None,  # minimax/minimax-m2:free is not priced
     "together-completions-001.json": None,
+    "vertex-ai-generate-001.json": "google/gemini-2.5-flash",  # Vertex hosts are provider google
+    "vertex-ai-generate-error-001.json": None,  # error: no usage
+    "vertex-ai-generate-stream-001.json": "google/gemini-2.5-flash",
 }
 
 
@@ -77,5 +93,8 @@ def expected_cost(fx: Dict[str, Any], key: str) -> Tuple[float, float]:
     else:
         cached = extra.get("cached_input_tokens", 0)
         input_cost = (prompt - cached) * inp + cached * read
-    output_cost = (expect["output_tokens"] or 0) * price["output_cost_per_1k"] / 1000
+    output = expect["output_tokens"] or 0
+    if key.startswith("google/"):
+        output += extra.get("reasoning_tokens", 0)  # Gemini bills thought tokens as output, apart from candidates
+    output_cost = output * price["output_cost_per_1k"] / 1000
     return input_cost, output_cost

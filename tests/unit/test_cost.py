@@ -10,6 +10,7 @@ import pytest
 
 from oisp_daemon.events.ai import build_ai_request, build_ai_response
 from oisp_daemon.events.cost import cost_usd, model_price
+from oisp_daemon.events.model_tables import model_family
 from oisp_daemon.events.envelope import Clock
 from oisp_daemon.providers.exchange import Usage
 from oisp_daemon.providers.parse import parse_request, parse_response
@@ -105,3 +106,18 @@ def test_missing_cache_price_falls_back_to_the_input_price():
     assert "cache_read_cost_per_1k" not in price
     got = cost_usd("openai", "gpt-4", Usage(prompt_tokens=100, completion_tokens=0, cached_tokens=50))
     assert got[0] == pytest.approx(100 * price["input_cost_per_1k"] / 1000)
+
+
+def test_a_bedrock_cross_region_model_is_priced_as_its_base_model():
+    usage = Usage(prompt_tokens=1000, completion_tokens=1000, cache_in_prompt=False)
+    price = BUNDLE_MODELS["aws_bedrock/amazon.nova-micro-v1:0"]
+    got = cost_usd("aws_bedrock", "us.amazon.nova-micro-v1:0", usage, request_model="us.amazon.nova-micro-v1:0",
+                   base_model="amazon.nova-micro-v1:0")
+    assert got[0] == pytest.approx(price["input_cost_per_1k"]) and got[1] == pytest.approx(price["output_cost_per_1k"])
+    assert cost_usd("aws_bedrock", "us.amazon.nova-micro-v1:0", usage) is None
+
+
+def test_models_get_the_bundles_family():
+    assert model_family("openai", "gpt-4o-mini-2024-07-18") == BUNDLE_MODELS["openai/gpt-4o-mini"]["family"]
+    assert model_family("anthropic", "claude-3-5-sonnet-20240620") == BUNDLE_MODELS["anthropic/claude-3-5-sonnet-20240620"]["family"]
+    assert model_family("openai", "no-such-model") is None

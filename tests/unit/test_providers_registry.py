@@ -106,12 +106,12 @@ def _derive_module():
 def test_package_tables_are_up_to_date_with_bundle(tmp_path):
     derive = _derive_module()
     assert derive.main(["--bundle", str(BUNDLE), "--out", str(tmp_path)]) == 0
-    for name in ("provider_domains", "model_prices"):
+    for name in ("provider_domains", "model_prices", "model_families"):
         assert json.loads((tmp_path / f"{name}.json").read_text()) == load_table(name), name
 
 
 def test_tables_carry_attribution():
-    for name in ("provider_domains", "model_prices"):
+    for name in ("provider_domains", "model_prices", "model_families"):
         attribution = load_table(name)["attribution"]
         assert attribution["source"] == "https://github.com/OximyHQ/oisp-spec"
         assert attribution["license"] == "Apache-2.0"
