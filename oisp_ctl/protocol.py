@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 PROTOCOL_VERSION = 1
@@ -33,6 +34,10 @@ MAX_LINE_BYTES = 1 << 20
 # The client reads replies and tail events; an event carries HTTP bodies up to the capture limit
 # (64 MiB by default), which JSON escaping can grow, so the client accepts much longer lines.
 MAX_STREAM_LINE_BYTES = 256 << 20
+# Nesting allowed in a request line, the request object being level 1. Real requests use four
+# (request, args, filters, a list); the bound keeps every later walk of the arguments
+# (validation, copies, JSON dumps) far from Python's recursion limit, whatever the peer sends.
+MAX_REQUEST_DEPTH = 16
 
 OP_HELLO = "hello"
 OP_STATUS = "status"
@@ -125,13 +130,80 @@ def _reject_constant(name: str) -> None:
     raise ValueError("%s is not valid JSON" % name)
 
 
+# A \\uD800-\\uDFFF escape in JSON text: only such text can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_STRING = re.compile(rb'"[^"]*"')  # once escaped backslashes and quotes are out
+_BRACKETS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def _nesting_exceeds(text: bytes, max_depth: int) -> bool:
+    """Whether valid JSON `text` nests containers deeper than `max_depth` levels.
+
+    Done on the text at C speed (a walk of the decoded value in Python costs several times the
+    decoding for a line of a million brackets): escapes out (in valid JSON a run of backslashes
+    starts an escape, so pairs of them are escaped backslashes), then strings, then all but
+    brackets; each pass strips the innermost pairs, so after `max_depth` passes nothing is left
+    unless it nests deeper.
+    """
+    unescaped = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _JSON_STRING.sub(b"", unescaped).translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(max_depth):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"()", b"")
+    return bool(brackets)
+
+
+def value_problem(value: Any, text: bytes, max_depth: int) -> Optional[str]:
+    """Why `value`, decoded from the JSON `text`, may not reach the daemon's operations; or None.
+
+    Refused: nesting deeper than `max_depth` (`value` itself is level 1), and strings or keys
+    holding a lone UTF-16 surrogate ("\\ud800"): JSON's escapes allow it, but it is no Unicode
+    character and has no UTF-8 form (file names, logs, replies).
+    """
+    if text.count(b"[") + text.count(b"{") > max_depth and _nesting_exceeds(text, max_depth):
+        return "it nests deeper than %d levels" % max_depth
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return "a string holds a lone UTF-16 surrogate, which is not a Unicode character"
+    return None
+
+
+def loads(text: Union[str, bytes], max_depth: int = MAX_REQUEST_DEPTH - 1) -> Any:
+    """Strict JSON from an untrusted peer: the D-Bus transport's arguments (an args object, so one
+    level less than a request line may have).
+
+    Raises ValueError naming the problem for text that is not JSON, NaN/Infinity, nesting deeper
+    than `max_depth` (also where json itself would hit the recursion limit) and lone surrogates.
+    """
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("it nests deeper than %d levels" % max_depth) from None
+    problem = value_problem(value, raw, max_depth)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 def encode(obj: Any) -> bytes:
     """One message as a UTF-8 line, newline included.
 
     Compact separators and no NaN/Infinity, so every line is strict JSON any client can parse.
+    A string holding a lone surrogate (a non-UTF-8 file name decoded with surrogateescape, say)
+    has no UTF-8 form: the line is then written with ASCII escapes, still valid JSON, rather than
+    not at all.
     """
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.encode("utf-8") + b"\n"
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
 class Decoder:
@@ -140,13 +212,16 @@ class Decoder:
     `feed` returns, in stream order, a dict for every valid line and a ProtocolError (code
     bad_request) for every bad one, so one garbled line never costs the rest of the stream. A line
     longer than `max_line` bytes is reported once and skipped up to its newline without buffering it.
-    Blank lines are ignored; a trailing "\\r" is tolerated.
+    Blank lines are ignored; a trailing "\\r" is tolerated. With `max_depth` (the daemon reading
+    requests) a line nesting deeper, or holding a lone surrogate, is refused too (value_problem);
+    the client leaves it None, as captured events may nest as deeply as the bodies they carry.
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = MAX_LINE_BYTES, max_depth: Optional[int] = None) -> None:
         if max_line <= 0:
             raise ValueError("max_line must be positive, got %r" % (max_line,))
         self.max_line = max_line
+        self.max_depth = max_depth
         self._buf = bytearray()
         self._skipping = False  # inside an over-long line, discarding up to its newline
         self._line_no = 0
@@ -214,15 +289,26 @@ class Decoder:
         except ValueError as exc:
             return ProtocolError(E_BAD_REQUEST, "line %d is not valid JSON (%s); send one JSON "
                                  "object per line" % (self._line_no, exc))
+        except RecursionError:
+            return ProtocolError(E_BAD_REQUEST, "line %d nests JSON too deeply to decode; a request "
+                                 "nests at most %d levels" % (self._line_no, MAX_REQUEST_DEPTH))
         if not isinstance(obj, dict):
             return ProtocolError(E_BAD_REQUEST, "line %d is a JSON %s, not an object; send one JSON "
                                  "object per line" % (self._line_no, type(obj).__name__))
+        problem = None if self.max_depth is None else value_problem(obj, line, self.max_depth)
+        if problem is not None:
+            raw_id = obj.get("id")
+            return ProtocolError(E_BAD_REQUEST, "line %d is refused: %s" % (self._line_no, problem),
+                                 raw_id if _is_request_id(raw_id) else None)
         return obj
 
 
 def _is_request_id(value: Any) -> bool:
-    # bool is an int subclass, but true/false as an id is certainly a client bug
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    # bool is an int subclass, but true/false as an id is certainly a client bug; a lone
+    # surrogate has no UTF-8 form, so the reply could not carry the id back
+    if isinstance(value, str):
+        return not _SURROGATE.search(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def parse_request(msg: Dict[str, Any]) -> Request:
@@ -233,8 +319,9 @@ def parse_request(msg: Dict[str, Any]) -> Request:
         raise ProtocolError(E_BAD_REQUEST, 'request has no "id"; every request needs an integer or '
                             "string id that its reply will carry")
     if request_id is None:
-        raise ProtocolError(E_BAD_REQUEST, 'request "id" must be an integer or a string, got %s'
-                            % json.dumps(raw_id))
+        raise ProtocolError(E_BAD_REQUEST, 'request "id" must be an integer or a string, got %s%s'
+                            % (json.dumps(raw_id)[:100], " (a lone surrogate is no Unicode "
+                               "character)" if isinstance(raw_id, str) else ""))
     extra = sorted(set(msg) - _REQUEST_KEYS)
     if extra:
         raise ProtocolError(E_BAD_REQUEST, "request has unknown keys %s; a request has only "

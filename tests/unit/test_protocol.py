@@ -245,3 +245,124 @@ def test_protocol_does_not_import_the_daemon():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('oisp_daemon', 'bcc')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- what an unprivileged peer may send the daemon: depth and lone surrogates ------------------
+
+
+@pytest.fixture
+def daemon_decoder():
+    return Decoder(protocol.MAX_LINE_BYTES, protocol.MAX_REQUEST_DEPTH)
+
+
+def _nested(depth: int, inner: str = "") -> str:
+    """`depth` levels of alternating arrays and objects, the outermost being level 1."""
+    text = inner
+    for level in range(depth):
+        text = "[%s]" % text if level % 2 else '{"k":%s}' % (text or "0")
+    return text
+
+
+def test_a_line_too_deep_for_json_itself_is_an_error_not_a_crash(daemon_decoder):
+    line = b'{"id":1,"op":"status","args":{"a":' + b"[" * 200000 + b"]" * 200000 + b"}}\n"
+    out = daemon_decoder.feed(line + protocol.encode(protocol.request(2, protocol.OP_STATUS)))
+    assert isinstance(out[0], ProtocolError) and out[0].code == protocol.E_BAD_REQUEST
+    assert "too deeply" in out[0].message
+    assert out[1] == protocol.request(2, protocol.OP_STATUS)  # the stream goes on
+
+
+def test_nesting_is_bounded_for_requests_and_keeps_the_id(daemon_decoder):
+    args_depth = protocol.MAX_REQUEST_DEPTH - 1  # the request object is level 1
+    ok = '{"id":"a","op":"status","args":%s}\n' % _nested(args_depth)
+    deep = '{"id":"b","op":"status","args":%s}\n' % _nested(args_depth + 1)
+    out = daemon_decoder.feed((ok + deep).encode())
+    assert isinstance(out[0], dict)
+    assert isinstance(out[1], ProtocolError) and out[1].request_id == "b"
+    assert "deeper than %d levels" % protocol.MAX_REQUEST_DEPTH in out[1].message
+
+
+def test_brackets_and_escapes_inside_strings_do_not_count_as_nesting(daemon_decoder):
+    tricky = json.dumps({"id": 1, "op": "status",
+                         "args": {"a": "[" * 50 + '\\"{' * 50, "b\\": ["]]}}\\\\", ["["]]}})
+    assert daemon_decoder.feed(tricky.encode() + b"\n") == [json.loads(tricky)]
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max([_depth(v) for v in value.values()] + [0])
+    if isinstance(value, list):
+        return 1 + max([_depth(v) for v in value] + [0])
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n\u00e9'),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(alphabet='[]{}"\\a', max_size=4), inner, max_size=3),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.booleans())
+def test_the_text_depth_check_agrees_with_the_decoded_depth(value, ascii_only):
+    text = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
+    depth = _depth(value)
+    for limit in range(max(1, depth - 1), depth + 2):
+        problem = protocol.value_problem(value, text, limit)
+        assert (problem is not None) == (depth > limit), (text, limit, depth)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"id":"\\ud800","op":"hello"}',                        # the id itself
+    b'{"id":"\\uDFFF","op":"hello"}',
+    b'{"id":7,"op":"session.start","args":{"name":"x\\udc80"}}',  # a value
+    b'{"id":7,"op":"status","args":{"\\ud83d":1}}',           # a key
+])
+def test_lone_surrogates_are_refused_with_the_id_when_it_is_clean(daemon_decoder, line):
+    [item] = daemon_decoder.feed(line + b"\n")
+    assert isinstance(item, ProtocolError) and item.code == protocol.E_BAD_REQUEST
+    assert "surrogate" in item.message
+    expected_id = 7 if b'"id":7' in line else None
+    assert item.request_id == expected_id
+    protocol.encode(item.to_reply())  # the reply itself can be sent
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine(daemon_decoder):
+    line = b'{"id":"\\ud83d\\ude00","op":"status","args":{"a":"\\\\ud800"}}\n'
+    assert daemon_decoder.feed(line) == [{"id": "\U0001F600", "op": "status",
+                                          "args": {"a": "\\ud800"}}]
+
+
+def test_parse_request_refuses_an_id_with_a_lone_surrogate():
+    with pytest.raises(ProtocolError, match="lone surrogate") as info:
+        protocol.parse_request({"id": "\ud800", "op": "status"})
+    assert info.value.request_id is None
+
+
+def test_the_client_decoder_accepts_deep_events():
+    event = {"id": 1, "event": json.loads(_nested(40))}
+    assert Decoder().feed(protocol.encode(event)) == [event]
+
+
+def test_encode_falls_back_to_ascii_escapes_for_lone_surrogates():
+    message = {"path": "/tmp/\udcff/libssl.so", "name": "café"}
+    line = protocol.encode(message)
+    line.decode("ascii")  # pure ASCII, valid UTF-8
+    assert Decoder().feed(line) == [message]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[" * 100000 + "]" * 100000, "deeper than"),
+    ('{"a":%s}' % _nested(protocol.MAX_REQUEST_DEPTH), "deeper than"),
+    ('{"a":"\\ud800"}', "surrogate"),
+    ('{"a":NaN}', "NaN"),
+    ("{", "Expecting"),
+])
+def test_loads_refuses_what_a_peer_must_not_send(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        protocol.loads(text)
+
+
+def test_loads_accepts_arguments_up_to_the_depth():
+    text = '{"a":%s}' % _nested(protocol.MAX_REQUEST_DEPTH - 2)
+    assert protocol.loads(text) == json.loads(text)
