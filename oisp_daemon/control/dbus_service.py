@@ -72,16 +72,12 @@ def _bad_request(text: str) -> protocol.ProtocolError:
     return protocol.ProtocolError(protocol.E_BAD_REQUEST, text)
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError("%s is not valid JSON" % name)
-
-
 def _json_object(text: str, what: str) -> Dict[str, Any]:
     """A JSON object argument; the empty string means {} so that busctl users may omit it."""
     if text == "":
         return {}
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = protocol.loads(text)  # strict, depth-bounded, no lone surrogates
     except ValueError as exc:
         raise _bad_request("%s is not valid JSON (%s); pass a JSON object such as '{}'"
                            % (what, exc)) from None

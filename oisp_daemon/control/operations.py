@@ -39,6 +39,7 @@ def _protocol_error(exc: DaemonError) -> ProtocolError:
     return ProtocolError(protocol.E_INTERNAL, exc.message)
 
 StateListener = Callable[[str, Dict[str, Any]], None]
+CounterSource = Callable[[], Dict[str, int]]
 
 
 class Daemon(Protocol):
@@ -59,6 +60,103 @@ class Daemon(Protocol):
     def tail_max_buffer(self) -> int: ...
 
 
+# -- argument types: checked for every op before authorization or anything else runs -----------
+
+ArgCheck = Callable[[str, Any], None]
+MAX_UID = 2 ** 32 - 2  # (uid_t)-1 means "no uid"
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type: errors say what came, never echo it."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
+
+
+def _invalid(key: str, expected: str, value: Any) -> ProtocolError:
+    return ProtocolError(E_INVALID_ARGUMENT, f'argument "{key}" must be {expected}, got a JSON {_json_type(value)}')
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # true is no 1
+
+
+def _text(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise _invalid(key, "a non-empty string", value)
+
+
+def _uid(key: str, value: Any) -> None:
+    if not _is_int(value) or not 0 <= value <= MAX_UID:
+        raise _invalid(key, f"a uid (an integer from 0 to {MAX_UID})", value)
+
+
+def _object(key: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(key, "an object", value)
+
+
+def _seconds(key: str, value: Any) -> None:
+    if not (_is_int(value) or isinstance(value, float)):
+        raise _invalid(key, "POSIX seconds (a number)", value)
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        raise _invalid(key, "a positive integer", value)
+
+
+def _sink(key: str, value: Any) -> None:
+    if not isinstance(value, dict) or set(value) - {"path"}:
+        raise _invalid(key, 'an object such as {"path": "/var/log/oisp/audit.jsonl"}', value)
+    if "path" in value:
+        _text(key + ".path", value["path"])
+
+
+def _optional(check: ArgCheck) -> ArgCheck:
+    """`check`, with null meaning "not given" (clients send null for an option left out)."""
+    return lambda key, value: None if value is None else check(key, value)
+
+
+# op -> argument -> check; the names in `_REQUIRED` must be present. Unknown arguments are refused:
+# a misspelt option must not be ignored silently.
+_ARG_CHECKS: Dict[str, Dict[str, ArgCheck]] = {
+    protocol.OP_STATUS: {},
+    protocol.OP_SESSION_START: {"name": _text, "owner_uid": _uid, "redaction": _optional(_text),
+                                "filters": _optional(_object), "sink": _optional(_sink)},
+    protocol.OP_SESSION_STOP: {"name": _text},
+    protocol.OP_SESSION_LIST: {},
+    protocol.OP_BINARY_PATHS_ADD: {"path": _text},
+    protocol.OP_BINARY_PATHS_REMOVE: {"path": _text},
+    protocol.OP_BINARY_PATHS_LIST: {},
+    protocol.OP_REDACTION_GET: {},
+    protocol.OP_REDACTION_SET: {"mode": _text},
+    protocol.OP_RELOAD: {},
+    protocol.OP_TAIL: {"filters": _optional(_object), "since": _optional(_seconds),
+                       "max_buffer": _optional(_positive_int)},
+}
+_REQUIRED = {"name", "path", "mode"}
+
+
+def check_args(op: str, args: Any) -> None:
+    """Refuse arguments of `op` that are unknown, missing or of the wrong JSON type
+    (invalid_argument), so no handler ever meets a string where it expects an object."""
+    if not isinstance(args, dict):
+        raise ProtocolError(protocol.E_BAD_REQUEST, "arguments must be a JSON object")
+    checks = _ARG_CHECKS[op]
+    unknown = sorted(set(args) - set(checks))
+    if unknown:
+        known = ", ".join(sorted(checks)) or "none"
+        raise ProtocolError(E_INVALID_ARGUMENT, f"{op} takes no argument {unknown[0]!r}; its arguments: {known}")
+    for key, check in checks.items():
+        if key in args:
+            check(key, args[key])
+        elif key in _REQUIRED:
+            raise ProtocolError(E_INVALID_ARGUMENT, f'{op} needs the argument "{key}"')
+
+
 def _arg(args: Dict[str, Any], key: str, kind: type = str) -> Any:
     value = args.get(key)
     if not isinstance(value, kind) or (kind is str and not value):
@@ -72,6 +170,7 @@ class Operations:
         self.authorizer = authorizer
         self.version = __version__
         self._listeners: List[StateListener] = []
+        self._counter_sources: List[CounterSource] = []
         self._lock = threading.Lock()  # serialises state changes (sessions, paths, redaction)
         self._handlers: Dict[str, Callable[[Caller, Dict[str, Any]], Any]] = {
             protocol.OP_STATUS: self._status,
@@ -102,14 +201,14 @@ class Operations:
         handler = self._handlers.get(op)
         if handler is None:
             raise ProtocolError(protocol.E_UNKNOWN_OP, f"operation {op!r} is not available here")
-        if not isinstance(args, dict):
-            raise ProtocolError(protocol.E_BAD_REQUEST, "arguments must be a JSON object")
+        check_args(op, args)
         try:
             return handler(caller, args)
         except DaemonError as exc:
             raise _protocol_error(exc) from exc
 
     def tail(self, caller: Caller, args: Dict[str, Any]) -> Subscriber:
+        check_args(protocol.OP_TAIL, args)
         try:
             event_filter = EventFilter.from_args(args.get("filters") or {})
         except ValueError as exc:
@@ -132,8 +231,18 @@ class Operations:
     def add_state_listener(self, fn: StateListener) -> None:
         self._listeners.append(fn)
 
+    def add_counter_source(self, fn: CounterSource) -> None:
+        """Counters of a transport (connections refused, failed accepts) to show in status."""
+        self._counter_sources.append(fn)
+
+    def _transport_counters(self) -> Dict[str, int]:
+        merged: Dict[str, int] = {}
+        for fn in list(self._counter_sources):
+            merged.update(fn())
+        return merged
+
     def counters(self) -> Dict[str, int]:
-        return self.daemon.counters()
+        return {**self.daemon.counters(), **self._transport_counters()}
 
     def _announce(self, signal: str, payload: Dict[str, Any]) -> None:
         for listener in list(self._listeners):
@@ -146,7 +255,8 @@ class Operations:
 
     def _status(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
         self.authorizer.check(caller, protocol.OP_STATUS)
-        return self.daemon.status()
+        status = self.daemon.status()
+        return dict(status, counters={**status.get("counters", {}), **self._transport_counters()})
 
     def _session_start(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
         name = _arg(args, "name")
