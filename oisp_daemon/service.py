@@ -24,6 +24,7 @@ from .errors import Conflict, InvalidArgument, NotFound
 from .config.load import ConfigError, load, system_files
 from .control.authz import Authorizer
 from .control.operations import Operations
+from .control.unix_socket import raise_fd_limit
 from .export.tail import SubscriberHub
 from .sessions.fanout import Fanout, RedactionPolicy
 from .notify import notify
@@ -218,7 +219,7 @@ class Daemon:
         control, dbus = self.config["control"], self.config["dbus"]
 
         async def start() -> None:
-            self._transports.append(await start_unix_socket_server(self.ops, control["socket"], control["socket_mode"]))
+            self._transports.append(await start_unix_socket_server(self.ops, control["socket"], control["socket_mode"], control["max_connections"], control["max_connections_per_uid"]))
             if dbus["enabled"]:
                 self._transports.append(await start_dbus(self.ops, dbus["address"]))
 
@@ -281,6 +282,7 @@ class Daemon:
         except (ConfigError, RedactionConfigError, OSError) as exc:
             print(f"oisp-sensor run: bad configuration:\n{exc}", file=sys.stderr)
             return 1
+        raise_fd_limit()  # sessions, probes and control connections each hold a descriptor
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         self.sessions = SessionManager(self.config["paths"]["state_dir"])

@@ -26,6 +26,10 @@ _DEFAULTS: Dict[str, Any] = {
         "socket_mode": 0o666,
         "user_group": "oisp",
         "admin_group": "oisp-admin",
+        # Well under the open-files limit (LimitNOFILE=65536 in the unit): one user's idle
+        # connections must not take every descriptor.
+        "max_connections": 1024,
+        "max_connections_per_uid": 64,
     },
     "dbus": {"enabled": True, "address": "system"},
     "tail": {"max_buffer": 1000, "replay": 1000},

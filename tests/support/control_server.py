@@ -17,9 +17,9 @@ from oisp_daemon.control.unix_socket import UnixSocketServer, start_unix_socket_
 
 
 class ServerThread:
-    """start_unix_socket_server(ops, path, mode) on a loop thread; `close()` calls its close()."""
+    """start_unix_socket_server(ops, path, mode, **caps) on a loop thread; `close()` calls its close()."""
 
-    def __init__(self, ops: Any, path: str, mode: int = 0o666) -> None:
+    def __init__(self, ops: Any, path: str, mode: int = 0o666, **caps: int) -> None:
         self.ops = ops
         self.path = path
         self.loop = asyncio.new_event_loop()
@@ -27,7 +27,7 @@ class ServerThread:
                                         daemon=True)
         self._thread.start()
         try:
-            self.server: UnixSocketServer = self.run(start_unix_socket_server(ops, path, mode))
+            self.server: UnixSocketServer = self.run(start_unix_socket_server(ops, path, mode, **caps))
         except BaseException:
             self._stop_loop()
             raise
