@@ -17,6 +17,7 @@ from oisp_daemon.control import unix_socket
 from oisp_daemon.control.unix_socket import MAX_TAILS_PER_CONNECTION, start_unix_socket_server
 from tests.support.control_server import RawConnection, ServerThread, event, wait_until
 from tests.support.daemon_double import DaemonDouble, make_operations
+from tests.support.peers import Holder, talk
 
 
 @pytest.fixture
@@ -392,3 +393,233 @@ def test_tail_buffer_asked_by_a_client_is_capped_by_the_daemon(tmp_path):
     assert small.max_buffer == 3
     with pytest.raises(protocol.ProtocolError, match="max_buffer"):
         ops.tail(nobody, {"max_buffer": -1})
+
+
+# -- caps and the accept loop: no user can take every connection or descriptor ----------------
+
+
+def test_connection_caps_count_per_uid_and_keep_root_outside_the_total():
+    from oisp_daemon.control.unix_socket import ConnectionCaps
+
+    caps = ConnectionCaps(total=3, per_uid=2)
+    assert caps.admit(1000) is None and caps.admit(1000) is None
+    assert "per user" in caps.admit(1000)
+    assert caps.admit(1001) is None
+    assert "control.max_connections" in caps.admit(1002)  # the total is full
+    assert caps.admit(0) is None and caps.admit(0) is None  # root still gets in
+    assert "per user" in caps.admit(0)
+    caps.release(1000)
+    assert caps.admit(1002) is None
+    assert caps.count == 5
+    for uid in (1000, 1001, 1002, 0, 0):
+        caps.release(uid)
+    assert caps.count == 0
+    caps.release(1000)  # an unknown release changes nothing
+    assert caps.count == 0 and caps.admit(1000) is None
+
+
+def test_a_connection_over_the_per_uid_cap_gets_a_limit_line_then_eof(ops, sock_path, connect):
+    srv = ServerThread(ops, sock_path, max_connections_per_uid=2)
+    try:
+        held = [greeted(connect(sock_path)) for _ in range(2)]
+        refused = connect(sock_path)
+        refused.send(protocol.encode(protocol.request(0, protocol.OP_HELLO,
+                                                      protocol.hello_args("test/1"))))
+        reply = refused.receive()
+        assert reply["id"] is None and reply["error"]["code"] == protocol.E_LIMIT
+        assert "max_connections_per_uid" in reply["error"]["message"]
+        with pytest.raises(EOFError):
+            refused.receive()
+        held[0].close()
+        wait_until(lambda: srv.server.caps.count == 1, what="the connection to end")
+        again = greeted(connect(sock_path))
+        again.request(1, protocol.OP_STATUS)
+        counters = again.receive()["result"]["counters"]
+        assert counters["control_refused"] == 1 and counters["control_connections"] == 2
+    finally:
+        srv.close()
+
+
+def test_the_total_cap_refuses_other_uids_but_not_root(ops, public_dir, connect):
+    path = str(public_dir / "control.sock")
+    srv = ServerThread(ops, path, max_connections=3, max_connections_per_uid=2)
+    holders = []
+    try:
+        holders.append(Holder(path, 2, uid=65534))
+        holders.append(Holder(path, 2, uid=65533))
+        assert [h.refused for h in holders] == [0, 1]  # the fourth is over the total
+        conn = greeted(connect(path))  # root is outside the total
+        conn.request(1, protocol.OP_STATUS)
+        assert conn.receive()["result"]["counters"]["control_refused"] == 1
+    finally:
+        for holder in holders:
+            holder.close()
+        srv.close()
+
+
+def test_the_total_cap_is_kept_well_under_the_fd_limit(ops, sock_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
+    try:
+        srv = ServerThread(ops, sock_path, max_connections=10000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert srv.server.caps.total == 100
+    finally:
+        srv.close()
+
+
+def test_raise_fd_limit_goes_towards_the_hard_limit():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        expected = min(hard, unix_socket.FD_LIMIT_TARGET)
+        assert unix_socket.raise_fd_limit() == expected
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (expected, hard)
+        assert unix_socket.raise_fd_limit() == expected  # nothing to do the second time
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class _FdsExhausted:
+    """This process at its open-files limit: every descriptor below it in use until release()."""
+
+    def __init__(self) -> None:
+        import resource
+
+        self._saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, self._saved[1]))
+        self._fillers = []
+        try:
+            while True:
+                self._fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        import resource
+
+        for fd in self._fillers:
+            os.close(fd)
+        self._fillers = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, self._saved)
+
+
+def test_accept_backs_off_on_emfile_logs_once_and_serves_when_fds_free(ops, sock_path, caplog):
+    srv = ServerThread(ops, sock_path)
+    waiting = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3)]
+    try:
+        with caplog.at_level(logging.INFO, logger="oisp_daemon.control.unix_socket"):
+            exhausted = _FdsExhausted()
+            try:
+                for sock in waiting:  # connect needs no new descriptor; accept does
+                    sock.connect(sock_path)
+                time.sleep(2.0)
+                errors = srv.server.accept_errors
+            finally:
+                exhausted.release()
+            for sock in waiting:
+                sock.settimeout(5)
+                sock.sendall(protocol.encode(protocol.request(0, protocol.OP_HELLO,
+                                                              protocol.hello_args("test/1"))))
+                assert b'"ok":true' in sock.recv(65536)
+        # a growing back-off: a handful of attempts in 2 s, not a spinning loop
+        assert 2 <= errors <= 10, errors
+        failures = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+        assert len(failures) == 1 and "file descriptors" in failures[0].getMessage()
+        conn = greeted(RawConnection(sock_path))
+        conn.request(1, protocol.OP_STATUS)
+        assert conn.receive()["result"]["counters"]["control_accept_errors"] == errors
+        conn.close()
+    finally:
+        for sock in waiting:
+            sock.close()
+        srv.close()
+
+
+def test_accept_failures_are_logged_at_most_once_per_interval(ops, sock_path, caplog, monkeypatch):
+    monkeypatch.setattr(unix_socket, "ACCEPT_RETRY_MAX", 0.05)
+    srv = ServerThread(ops, sock_path)
+    waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with caplog.at_level(logging.INFO, logger="oisp_daemon.control.unix_socket"):
+            exhausted = _FdsExhausted()
+            try:
+                waiting.connect(sock_path)
+                time.sleep(1.0)
+            finally:
+                exhausted.release()
+        assert srv.server.accept_errors >= 10  # retried quickly, still one line
+        assert len([r for r in caplog.records if "cannot accept" in r.getMessage()]) == 1
+    finally:
+        waiting.close()
+        srv.close()
+
+
+# -- argument types are checked before anything else runs ---------------------------------------
+
+
+@pytest.mark.parametrize("op, args, text", [
+    (protocol.OP_SESSION_START, {"name": "s", "sink": "x"}, '"sink" must be an object'),
+    (protocol.OP_SESSION_START, {"sink": "x"}, 'needs the argument "name"'),
+    (protocol.OP_SESSION_START, {"name": "s", "sink": {"path": 7}}, '"sink.path" must be'),
+    (protocol.OP_SESSION_START, {"name": "s", "sink": {"path": "/x", "mode": 1}}, '"sink"'),
+    (protocol.OP_SESSION_START, {"name": "s", "filters": ["ai.*"]}, '"filters" must be an object'),
+    (protocol.OP_SESSION_START, {"name": "s", "owner_uid": True}, '"owner_uid" must be a uid'),
+    (protocol.OP_SESSION_START, {"name": "s", "owner_uid": 2 ** 32 - 1}, '"owner_uid"'),
+    (protocol.OP_SESSION_START, {"name": "s", "owner_uid": 1.5}, '"owner_uid"'),
+    (protocol.OP_SESSION_START, {"name": ["s"]}, '"name" must be a non-empty string'),
+    (protocol.OP_SESSION_START, {}, 'needs the argument "name"'),
+    (protocol.OP_SESSION_START, {"name": "s", "redaction": 0}, '"redaction"'),
+    (protocol.OP_SESSION_START, {"name": "s", "colour": "red"}, "no argument 'colour'"),
+    (protocol.OP_SESSION_STOP, {"name": 5}, '"name"'),
+    (protocol.OP_BINARY_PATHS_ADD, {"path": {"p": 1}}, '"path"'),
+    (protocol.OP_BINARY_PATHS_REMOVE, {}, '"path"'),
+    (protocol.OP_REDACTION_SET, {"mode": False}, '"mode"'),
+    (protocol.OP_STATUS, {"verbose": True}, "no argument 'verbose'"),
+    (protocol.OP_TAIL, {"since": True}, '"since" must be POSIX seconds'),
+    (protocol.OP_TAIL, {"since": "5m"}, '"since"'),
+    (protocol.OP_TAIL, {"max_buffer": True}, '"max_buffer" must be a positive integer'),
+    (protocol.OP_TAIL, {"max_buffer": 2.0}, '"max_buffer"'),
+    (protocol.OP_TAIL, {"filters": "ai.*"}, '"filters" must be an object'),
+])
+def test_arguments_of_the_wrong_type_are_invalid_before_authorization(public_dir, daemon, op,
+                                                                      args, text, caplog):
+    path = str(public_dir / "control.sock")
+    srv = ServerThread(make_operations(daemon), path)
+    lines = [protocol.request(0, protocol.OP_HELLO, protocol.hello_args("attacker/1")),
+             protocol.request("bad", op, args), protocol.request("after", protocol.OP_STATUS)]
+    try:
+        with caplog.at_level(logging.ERROR):
+            replies = {r["id"]: r for r in talk(path, [protocol.encode(m) for m in lines])}
+    finally:
+        srv.close()
+    assert replies["bad"]["error"]["code"] == protocol.E_INVALID_ARGUMENT, replies["bad"]
+    assert text in replies["bad"]["error"]["message"]
+    assert replies["after"]["ok"] is True  # the connection goes on
+    assert caplog.records == []  # no traceback, no internal error
+    assert daemon.sessions.list() == [] and daemon.hub.count() == 0
+
+
+def test_every_op_has_its_argument_checks(ops):
+    from oisp_daemon.control.operations import _ARG_CHECKS
+
+    assert set(_ARG_CHECKS) == set(ops._handlers) | {protocol.OP_TAIL}
+
+
+def test_valid_arguments_still_pass_the_checks(conn, daemon):
+    greeted(conn)
+    conn.request(1, protocol.OP_SESSION_START,
+                 {"name": "s", "filters": {"types": ["ai.*"]}, "redaction": "safe",
+                  "sink": None, "owner_uid": 0})
+    conn.request(2, protocol.OP_TAIL, {"since": 1.5, "max_buffer": 3, "filters": None,
+                                       "follow": False})
+    replies = conn.receive_n(2)
+    assert replies[0]["ok"] is True, replies[0]
+    assert replies[-1] == protocol.end_item(2, "replayed")
