@@ -1,4 +1,5 @@
-"""`oisp-sensor` command line: record (foreground capture); the daemon commands come later."""
+"""`oisp-sensor` command line: `record` (foreground capture to a JSONL file), `run` (the daemon,
+under systemd) and `check-config` (validate configuration files as the daemon would)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,12 @@ from typing import List, Optional
 from . import __version__
 from .config.defaults import CONFIG_FILE, DROPIN_DIR
 from .config.load import ConfigError, load, system_files
+
+
+def _uid(text: str) -> int:
+    if not text.isdigit() or int(text) >= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a user id (a number, as in id -u)")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("-c", "--config", help="YAML configuration file")
     rec.add_argument("--comm", help="capture only processes with this command name (as in ps -o comm)")
     rec.add_argument("--pid", type=int, default=0, help="capture only this process id")
+    rec.add_argument("--uid", type=_uid, help="capture only processes running as this user id (filtered in the kernel)")
     run = sub.add_parser("run", help="run the daemon (under systemd: Type=notify)")
     run.add_argument("-c", "--config", default=CONFIG_FILE, help=f"configuration file (default {CONFIG_FILE}; its config.d/ applies too)")
     check = sub.add_parser("check-config", help="validate configuration files; exit 1 naming file, key and problem")
@@ -45,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ConfigError as exc:
             print(f"oisp-sensor record: bad configuration:\n{exc}", file=sys.stderr)
             return 1
-        return run(RecordOptions(output=args.output, config=config, comm=args.comm, pid=args.pid))
+        return run(RecordOptions(output=args.output, config=config, comm=args.comm, pid=args.pid, uid=args.uid))
     if args.command == "run":
         from .service import run as run_daemon
 

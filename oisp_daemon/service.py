@@ -1,25 +1,27 @@
-"""`oisp-sensor run`: the daemon. Owns the probes, the pipeline, sessions and the control plane.
+"""`oisp-sensor run`: the daemon. The sensor (sensor.py) plus sessions, tails and the control plane.
 
-Threads: the ring poller (capture), the main thread (pipeline, signals, sd_notify: the watchdog
-ping comes from the loop that consumes capture, so a stuck pipeline stops it), and one asyncio
-thread for the control plane (Unix socket and D-Bus). Signals only set flags; the main loop acts.
+Threads: the ring poller (capture), the main thread (the sensor's loop: pipeline, signals,
+sd_notify; the watchdog ping comes from that loop, so a stuck pipeline stops it), one asyncio
+thread for the control plane (Unix socket and D-Bus) and its worker threads. The main thread alone
+changes capture state (probes, runtime.json, the pipeline's settings, the redaction policy):
+a control operation that changes it is a command the main loop runs between records
+(commands.py), and a reload, from SIGHUP or `oisp-ctl reload`, is such a command too. Signals
+only set flags. What other threads read (status) is a snapshot the main thread publishes.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from . import __version__
 from .capture import libraries
-from .capture.loader import CaptureError, CaptureOptions, TlsCapture
-from .capture.reader import RingReader
+from .capture.loader import CaptureError
 from .errors import Conflict, InvalidArgument, NotFound
 from .config.load import ConfigError, load, system_files
 from .control.authz import Authorizer
@@ -28,17 +30,24 @@ from .control.unix_socket import raise_fd_limit
 from .export.tail import SubscriberHub
 from .sessions.fanout import Fanout, RedactionPolicy
 from .notify import notify
-from .pipeline import Pipeline
-from .progress import Progress
 from .redact import RedactionConfigError
 from .redact.custom import pattern_timeouts
+from .sensor import Sensor, summary
 from .sessions.manager import SessionManager
 from .runtime_state import RuntimeState, prepare_directories
 
 log = logging.getLogger(__name__)
 
-# Keys read once at start: changing them needs a restart (said in the log on reload).
-RESTART_KEYS = (("capture",), ("paths",), ("control",), ("dbus",), ("tail",))
+# Keys read once at start: changing them needs a restart (said in the log on reload). Everything
+# else (providers, binary_paths, redaction, sessions, watchdog) takes effect on reload.
+RESTART_KEYS = ("capture", "paths", "control", "dbus", "tail")
+
+
+class CaptureView(NamedTuple):
+    """What other threads may read of capture state: replaced whole by the main thread."""
+
+    probes: Tuple[Dict[str, Any], ...] = ()
+    binary_paths: Tuple[str, ...] = ()
 
 
 class Daemon:
@@ -47,22 +56,40 @@ class Daemon:
         self.config_files: List[str] = []
         self.config: Dict[str, Any] = {}
         self.started = time.monotonic()
-        self.capture: Optional[TlsCapture] = None
-        self.reader: Optional[RingReader] = None
-        self.pipeline: Optional[Pipeline] = None
+        self.sensor: Optional[Sensor] = None
         self.sessions: SessionManager
         self.hub: SubscriberHub
         self.policy: RedactionPolicy
         self.fanout: Fanout
         self.runtime: RuntimeState
         self.ops: Optional[Operations] = None
+        self.view = CaptureView()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._control_thread: Optional[threading.Thread] = None
         self._transports: List[Any] = []
         self._reload_requested = threading.Event()
         self._stop_requested = threading.Event()
-        self._reload_lock = threading.Lock()
+        self._last_beat = 0.0
         self.last_reload: Dict[str, Any] = {}
+
+    # -- commands: run on the main thread, whoever asks ---------------------------------------
+
+    def _command(self, what: str, fn: Any) -> Any:
+        assert self.sensor is not None
+        return self.sensor.commands.call(fn, what)
+
+    def reload(self) -> Optional[str]:
+        """Re-read the configuration; on any error keep the running one. Returns the error."""
+        return self._command("reload", self._reload)
+
+    def add_binary_path(self, path: str) -> List[str]:
+        return self._command(f"binary-paths add {path}", lambda: self._add_binary_path(path))
+
+    def remove_binary_path(self, path: str) -> List[str]:
+        return self._command(f"binary-paths remove {path}", lambda: self._remove_binary_path(path))
+
+    def set_global_redaction(self, mode: str) -> None:
+        self._command(f"redaction set {mode}", lambda: self._set_global_redaction(mode))
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -80,116 +107,126 @@ class Daemon:
         mode = self.runtime.redaction or config["redaction"]["mode"]
         return RedactionPolicy(mode, config["redaction"]["custom_patterns"])
 
-    def set_global_redaction(self, mode: str) -> None:
+    def _set_global_redaction(self, mode: str) -> None:
         self.policy = RedactionPolicy(mode, self.policy.custom_patterns)
         self.fanout.policy = self.policy
         self.runtime.redaction = mode
         self.runtime.save()
         self.sessions.enforce_floor(mode)
 
-    def reload(self) -> Optional[str]:
-        """Re-read the configuration; on any error keep the running one. Returns the error."""
-        with self._reload_lock:
-            notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-            error = None
-            try:
-                config = self._load_config()
-                policy = self._policy_from(config)
-            except (ConfigError, RedactionConfigError) as exc:
-                error = str(exc)
-                log.error("reload failed, keeping the running configuration:\n%s", error)
-            else:
-                for key in RESTART_KEYS:
-                    if config[key[0]] != self.config[key[0]]:
-                        log.warning("%s changed: takes effect at the next restart", key[0])
-                self.policy = policy
-                self.fanout.policy = policy
-                assert self.pipeline is not None
-                self.pipeline.provider_hosts = config["providers"]["hosts"]
-                self._sync_binary_paths(config["binary_paths"] + self.runtime.binary_paths)
-                self.sessions.apply_config(config, policy.mode)
-                self.config = config
-                log.info("configuration reloaded from %s", ", ".join(self.config_files) or "defaults")
-            self.last_reload = {"ok": error is None, "error": error, "at": time.time()}
-            notify("READY=1", self._status_line())
-            return error
+    def _reload(self) -> Optional[str]:
+        assert self.sensor is not None and self.sensor.pipeline is not None
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        error = None
+        try:
+            config = self._load_config()
+            policy = self._policy_from(config)
+        except (ConfigError, RedactionConfigError) as exc:
+            error = str(exc)
+            log.error("reload failed, keeping the running configuration:\n%s", error)
+        else:
+            for key in RESTART_KEYS:
+                if config[key] != self.config[key]:
+                    log.warning("%s changed: takes effect at the next restart", key)
+                    config[key] = self.config[key]  # what runs is what status and reload compare to
+            self.policy = policy
+            self.fanout.policy = policy
+            self.sensor.pipeline.provider_hosts = config["providers"]["hosts"]
+            self.config = config
+            self.sensor.sync_targets(self._wanted_paths())
+            self.sessions.apply_config(config, policy.mode)
+            log.info("configuration reloaded from %s", ", ".join(self.config_files) or "defaults")
+        self.last_reload = {"ok": error is None, "error": error, "at": time.time()}
+        self._publish()
+        notify("READY=1", self._status_line())
+        return error
 
     # -- binary paths -------------------------------------------------------------------------
 
     def binary_paths(self) -> List[str]:
-        return sorted(set(self.config["binary_paths"]) | set(self.runtime.binary_paths))
+        return list(self.view.binary_paths)
 
-    def _sync_binary_paths(self, wanted: List[str]) -> None:
-        assert self.capture is not None
-        want = {os.path.realpath(p) for p in wanted}
-        for attached in list(self.capture.attached):
-            if attached.target.origin == "config" and attached.target.path not in want:
-                self.capture.detach_target(attached)
-        have = {a.target.path for a in self.capture.attached}
-        for target in libraries.discover(wanted):
-            if target.origin == "config" and target.path not in have:
-                self.capture.attach_target(target)
+    def _wanted_paths(self) -> List[str]:
+        return list(self.config["binary_paths"]) + [p for p in self.runtime.binary_paths if p not in self.config["binary_paths"]]
 
-    def add_binary_path(self, path: str) -> List[str]:
-        assert self.capture is not None
-        real = os.path.realpath(path)
-        if not os.path.isfile(real):
-            raise InvalidArgument(f"{path}: no such file")
-        if path in self.binary_paths():
-            raise Conflict(f"{path} is already probed")
-        symbols = libraries.exported_symbols(real, [p[0] for p in libraries.OPENSSL_PROBES])
-        if not symbols:
-            raise InvalidArgument(f"{path} defines none of the OpenSSL functions the sensor probes (SSL_write, SSL_read, ...): "
-                "it neither links OpenSSL statically nor is a libssl",
+    def _add_binary_path(self, path: str) -> List[str]:
+        assert self.sensor is not None
+        capture = self.sensor.capture
+        identity = libraries.file_identity(path)
+        if identity is None:
+            raise InvalidArgument(f"{path}: no such file (or not a regular file)")
+        if path in self._wanted_paths():
+            raise Conflict(f"{path} is already among the binary paths; nothing changed")
+        existing = capture.attached_file(identity)
+        if existing is not None:
+            raise Conflict(f"{path} is already attached, {self._attached_by(existing.target)}; nothing changed")
+        target = libraries.probe_target(path, "config")
+        if target is None:
+            raise InvalidArgument(
+                f"{path} defines none of the OpenSSL functions the sensor probes (SSL_write, SSL_read, ...): "
+                "it neither links OpenSSL statically nor is a libssl"
             )
-        attached = self.capture.attach_target(libraries.TlsTarget(real, symbols, "config"))
+        attached = capture.attach_target(target)
         if not attached.probes:
             raise InvalidArgument(f"{path}: the uprobes could not be attached (see the daemon log)")
         self.runtime.binary_paths.append(path)
         self.runtime.save()
-        log.info("probing %s (%d probes)", real, len(attached.probes))
+        self._publish()
+        log.info("probing %s (%d probes)", target.path, len(attached.probes))
         return self.binary_paths()
 
-    def remove_binary_path(self, path: str) -> List[str]:
-        assert self.capture is not None
+    def _attached_by(self, target: libraries.TlsTarget) -> str:
+        """Which path brought an attached file in, in the words an operator recognises."""
+        if target.origin == "system":
+            return f"as {target.path} (the system libssl)"
+        for path in self._wanted_paths():
+            if libraries.file_identity(path) == target.identity:
+                source = "the configuration" if path in self.config["binary_paths"] else "oisp-ctl binary-paths add"
+                return f"as {path} (from {source}; the same file)"
+        return f"as {target.path}"
+
+    def _remove_binary_path(self, path: str) -> List[str]:
+        assert self.sensor is not None
         if path in self.config["binary_paths"]:
             raise Conflict(f"{path} comes from the configuration; remove it there and run oisp-ctl reload")
         if path not in self.runtime.binary_paths:
             raise NotFound(f"{path} is not among the binary paths; see oisp-ctl binary-paths list")
         self.runtime.binary_paths.remove(path)
         self.runtime.save()
-        self._sync_binary_paths(self.binary_paths())
+        self.sensor.sync_targets(self._wanted_paths())
+        self._publish()
         return self.binary_paths()
+
+    def _publish(self) -> None:
+        """(main thread) Replace the snapshot other threads read."""
+        assert self.sensor is not None
+        self.view = CaptureView(
+            probes=tuple(
+                {"path": a.target.path, "origin": a.target.origin, "symbols": list(a.probes)}
+                for a in self.sensor.capture.attached
+            ),
+            binary_paths=tuple(sorted(set(self._wanted_paths()))),
+        )
 
     # -- status -------------------------------------------------------------------------------
 
-    def counters(self) -> Dict[str, int]:
-        stats = self.pipeline.stats if self.pipeline else None
-        lost = self.capture.lost() if self.capture and self.capture.loaded else {"lost_bytes": 0, "lost_records": 0}
-        return {
-            "records": stats.records if stats else 0,
-            "bytes": stats.bytes if stats else 0,
-            "events": stats.events if stats else 0,
-            "ai_requests": stats.ai_requests if stats else 0,
-            "ai_responses": stats.ai_responses if stats else 0,
-            "gaps": stats.gaps if stats else 0,
-            "ignored_connections": stats.ignored_connections if stats else 0,
-            "connections": self.pipeline.tracker.connection_count() if self.pipeline else 0,
-            "sessions": len(self.sessions.list()),
-            "tail_subscribers": self.hub.count(),
-            "redaction_pattern_timeouts": sum(pattern_timeouts().values()),
-            **lost,
-        }
+    def counters(self) -> Dict[str, Any]:
+        out = self.sensor.counters() if self.sensor is not None else {}
+        out["sessions"] = len(self.sessions.list())
+        out["tail_subscribers"] = self.hub.count()
+        out["redaction_pattern_timeouts"] = sum(pattern_timeouts().values())
+        return out
 
     def status(self) -> Dict[str, Any]:
-        assert self.capture is not None
+        assert self.sensor is not None
+        headers = self.sensor.capture.headers
         return {
             "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "kernel": os.uname().release,
-            "kernel_headers": self.capture.headers.description if self.capture.headers else None,
-            "probes": [{"path": a.target.path, "origin": a.target.origin, "symbols": a.probes} for a in self.capture.attached],
+            "kernel_headers": headers.description if headers else None,
+            "probes": [dict(p) for p in self.view.probes],
             "binary_paths": self.binary_paths(),
             "redaction": self.policy.mode,
             "config_files": self.config_files,
@@ -202,10 +239,7 @@ class Daemon:
 
     def _status_line(self) -> str:
         c = self.counters()
-        return (
-            f"STATUS=capturing: {c['ai_requests']} AI requests, {c['events']} events, "
-            f"{c['sessions']} sessions, {c['tail_subscribers']} tails, lost {c['lost_bytes']} bytes"
-        )
+        return f"STATUS=capturing: {summary(c)}; {c['sessions']} sessions, {c['tail_subscribers']} tails"
 
     # -- control plane ------------------------------------------------------------------------
 
@@ -266,8 +300,8 @@ class Daemon:
             self._reload_requested.set()
         else:
             self._stop_requested.set()
-            if self.reader is not None:
-                self.reader.stop()
+            if self.sensor is not None:
+                self.sensor.stop()
 
     def run(self) -> int:
         if os.geteuid() != 0:
@@ -288,30 +322,14 @@ class Daemon:
         self.sessions = SessionManager(self.config["paths"]["state_dir"])
         self.hub = SubscriberHub(replay_size=int(self.config["tail"]["replay"]))
         self.fanout = Fanout(self.sessions, self.hub, self.policy)
-        cap = self.config["capture"]
-        self.capture = TlsCapture(
-            CaptureOptions(
-                ring_buffer_bytes=cap["ring_buffer_mb"] * 1024 * 1024,
-                max_connections=cap["max_connections"],
-                cache_dir=self.config["paths"]["cache_dir"],
-            )
-        )
+        self.sensor = Sensor(self.config)
         try:
-            with Progress("compiling and loading BPF programs"):
-                self.capture.load()
-            self.capture.attach(libraries.discover(self.binary_paths()))
+            self.sensor.start(self._wanted_paths())
         except CaptureError as exc:
             print(f"oisp-sensor run: {exc}", file=sys.stderr)
-            self.capture.close()
+            self.sensor.close()
             return 1
-        self.reader = RingReader(self.capture.poll, self.capture.open_ring)
-        self.pipeline = Pipeline(
-            emit=self.fanout.publish,
-            provider_hosts=self.config["providers"]["hosts"],
-            max_message_bytes=cap["max_message_bytes"],
-            idle_timeout_s=cap["idle_timeout_s"],
-            ignore_connection=self.capture.ignore,
-        )
+        self._publish()
         self.sessions.apply_config(self.config, self.policy.mode)
         self.sessions.restore(self.policy.mode)
         control = self.config["control"]
@@ -322,50 +340,38 @@ class Daemon:
             print(f"oisp-sensor run: cannot start the control plane: {exc}", file=sys.stderr)
             self._shutdown()
             return 1
-        self.reader.start()
         log.info(
             "running: %d TLS targets probed, control socket %s%s",
-            len(self.capture.attached),
+            len(self.view.probes),
             control["socket"],
             f", D-Bus {self.config['dbus']['address']}" if self.config["dbus"]["enabled"] else "",
         )
         notify("READY=1", self._status_line())
-        self._main_loop()
+        self.sensor.run(self.fanout.publish, on_tick=self._on_tick)
         notify("STOPPING=1")
         self._shutdown()
         log.info("stopped")
         return 0
 
-    def _main_loop(self) -> None:
-        assert self.reader is not None and self.pipeline is not None
-        stall_s = float(self.config["watchdog"]["stall_s"])
-        last_beat = 0.0
-        while True:
-            try:
-                record = self.reader.queue.get(timeout=0.2)
-            except queue.Empty:
-                record = None
-                if self.reader.finished:
-                    return
-            if record is not None:
-                self.pipeline.handle(record)
-            self.pipeline.tick()
-            now = time.monotonic()
-            if self._reload_requested.is_set() and not self._stop_requested.is_set():
-                self._reload_requested.clear()
-                self.reload()
-            if now - last_beat >= 1.0:
-                last_beat = now
-                # Only a poller that keeps turning earns the ping: a stuck capture gets restarted.
-                if now - self.reader.last_poll < stall_s:
-                    notify("WATCHDOG=1", self._status_line())
+    def _on_tick(self) -> None:
+        """Between records on the main thread: a requested reload, and the watchdog ping."""
+        assert self.sensor is not None and self.sensor.reader is not None
+        if self._reload_requested.is_set() and not self._stop_requested.is_set():
+            self._reload_requested.clear()
+            self._reload()
+        now = time.monotonic()
+        if now - self._last_beat >= 1.0:
+            self._last_beat = now
+            # Only a poller that keeps turning earns the ping: a stuck capture gets restarted.
+            if now - self.sensor.reader.last_poll < float(self.config["watchdog"]["stall_s"]):
+                notify("WATCHDOG=1", self._status_line())
 
     def _shutdown(self) -> None:
         self._stop_control()
         self.sessions.close()
         self.hub.close()
-        if self.capture is not None:
-            self.capture.close()
+        if self.sensor is not None:
+            self.sensor.close()
 
 
 def run(config_file: str) -> int:

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from . import kheaders, tracefs
-from .libraries import OPENSSL_PROBES, TlsTarget
+from .libraries import OPENSSL_PROBES, Identity, TlsTarget
 
 log = logging.getLogger(__name__)
 
 BPF_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf", "tls_capture.c")
-TRACEPOINTS = ("syscalls:sys_enter_connect", "sched:sched_process_fork", "sched:sched_process_exec", "sched:sched_process_exit")
 
 
 class CaptureError(RuntimeError):
@@ -123,7 +122,15 @@ class TlsCapture:
             )
         return self.attached
 
+    def attached_file(self, identity: Identity) -> Optional[Attached]:
+        """The attachment of the file with this (device, inode), whatever path it came by."""
+        return next((a for a in self.attached if a.target.identity == identity), None)
+
     def attach_target(self, target: TlsTarget) -> Attached:
+        """Probe a file once: a file already attached (by any path to it) is returned as it is."""
+        existing = self.attached_file(target.identity)
+        if existing is not None:
+            return existing
         done = Attached(target)
         for symbol, entry_fn, return_fn in OPENSSL_PROBES:
             if symbol not in target.symbols:
@@ -178,6 +185,10 @@ class TlsCapture:
         for name in ("lost_bytes", "lost_records"):
             out[name] = sum(self._bpf[name][ctypes.c_int(0)])
         return out
+
+    def lost_bytes_per_cpu(self) -> List[int]:
+        """Lost bytes by CPU: loss on one CPU only points at one busy process or an IRQ storm."""
+        return [int(n) for n in self._bpf["lost_bytes"][ctypes.c_int(0)]]
 
     def open_ring(self, callback: Callable[[int, int], None]) -> None:
         """Register the ring-buffer consumer: callback(pointer, size) for each record."""

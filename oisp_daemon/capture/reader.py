@@ -56,7 +56,6 @@ class StreamAssembler:
 
     def __init__(self) -> None:
         self._cursors: Dict[ConnKey, _Cursor] = {}
-        self.gaps = 0
 
     def feed(self, chunk: rec.DataChunk) -> List[Event]:
         key = (chunk.pid, chunk.ssl)
@@ -69,7 +68,6 @@ class StreamAssembler:
         else:
             contiguous = chunk.seq == cur.seq + 1 and cur.offset >= cur.total and chunk.offset == 0
         if not contiguous or chunk.read_failed:
-            self.gaps += 1
             out.append(StreamGap(key, chunk.ts_ns))
         self._cursors[key] = _Cursor(chunk.seq, chunk.offset + len(chunk.data), chunk.total)
         if chunk.read_failed:

@@ -171,7 +171,7 @@ class Operations:
         self.version = __version__
         self._listeners: List[StateListener] = []
         self._counter_sources: List[CounterSource] = []
-        self._lock = threading.Lock()  # serialises state changes (sessions, paths, redaction)
+        self._lock = threading.Lock()  # serialises session and redaction changes; the daemon serialises the rest
         self._handlers: Dict[str, Callable[[Caller, Dict[str, Any]], Any]] = {
             protocol.OP_STATUS: self._status,
             protocol.OP_SESSION_START: self._session_start,
@@ -302,14 +302,12 @@ class Operations:
     def _binary_paths_add(self, caller: Caller, args: Dict[str, Any]) -> List[str]:
         path = _arg(args, "path")
         self.authorizer.check(caller, protocol.OP_BINARY_PATHS_ADD)
-        with self._lock:
-            return self.daemon.add_binary_path(path)
+        return self.daemon.add_binary_path(path)  # a command the daemon's main thread runs
 
     def _binary_paths_remove(self, caller: Caller, args: Dict[str, Any]) -> List[str]:
         path = _arg(args, "path")
         self.authorizer.check(caller, protocol.OP_BINARY_PATHS_REMOVE)
-        with self._lock:
-            return self.daemon.remove_binary_path(path)
+        return self.daemon.remove_binary_path(path)
 
     def _binary_paths_list(self, caller: Caller, args: Dict[str, Any]) -> List[str]:
         self.authorizer.check(caller, protocol.OP_BINARY_PATHS_LIST)
@@ -331,6 +329,5 @@ class Operations:
 
     def _reload(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
         self.authorizer.check(caller, protocol.OP_RELOAD)
-        with self._lock:
-            error = self.daemon.reload()
+        error = self.daemon.reload()  # on the main thread, as a SIGHUP reload
         return {"reloaded": error is None, "error": error}

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
+import pytest
+
 from oisp_daemon.capture import libraries
+from oisp_daemon.capture.loader import Attached, CaptureOptions, TlsCapture
 from tests.support.node import static_node
 
 LDCONFIG = """\
@@ -48,3 +52,78 @@ def test_symbols_of_a_big_binary_are_looked_up_not_walked():
     symbols = libraries.exported_symbols(static_node(), [p[0] for p in libraries.OPENSSL_PROBES])
     assert symbols == [p[0] for p in libraries.OPENSSL_PROBES]
     assert time.monotonic() - start < 5
+
+
+# -- one file, one target: identity is (device, inode) after following links ------------------
+
+
+@pytest.fixture
+def libssl():
+    targets = [t for t in libraries.discover() if t.origin == "system"]
+    assert targets, "no system libssl found (apt-get install libssl3)"
+    return targets[0].path
+
+
+@pytest.fixture
+def lib_copy(libssl, tmp_path):
+    """A private copy of libssl (its own inode) with a symlink and a hard link to it."""
+    copy = tmp_path / "libssl-copy.so.3"
+    shutil.copyfile(libssl, copy)
+    (tmp_path / "symlink.so").symlink_to(copy)
+    os.link(copy, tmp_path / "hardlink.so")
+    return copy
+
+
+def test_links_to_one_file_share_its_identity_and_a_copy_does_not(lib_copy, libssl):
+    one = libraries.file_identity(str(lib_copy))
+    assert one == libraries.file_identity(str(lib_copy.parent / "symlink.so"))
+    assert one == libraries.file_identity(str(lib_copy.parent / "hardlink.so"))
+    assert one != libraries.file_identity(libssl)
+    st = os.stat(lib_copy)
+    assert one == (st.st_dev, st.st_ino)
+
+
+def test_identity_of_what_is_no_regular_file_is_none(tmp_path):
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    assert libraries.file_identity(str(tmp_path / "missing")) is None
+    assert libraries.file_identity(str(tmp_path / "dangling")) is None
+    assert libraries.file_identity(str(tmp_path)) is None
+    assert libraries.file_identity("/dev/null") is None
+    assert libraries.file_identity("bad\0path") is None
+
+
+def test_merged_usr_paths_to_the_system_libssl_are_one_target(libssl, tmp_path):
+    (tmp_path / "link.so").symlink_to(libssl)
+    lib_path = "/lib/" + os.path.relpath(libssl, "/usr/lib")
+    paths = [libssl, lib_path, str(tmp_path / "link.so")]
+    targets = [t for t in libraries.discover(paths) if t.identity == libraries.file_identity(libssl)]
+    assert len(targets) == 1 and targets[0].origin == "system"
+
+
+def test_discover_probes_a_hard_linked_file_once_named_by_its_first_path(lib_copy):
+    hard, sym = str(lib_copy.parent / "hardlink.so"), str(lib_copy.parent / "symlink.so")
+    config = [t for t in libraries.discover([hard, sym, str(lib_copy)]) if t.origin == "config"]
+    assert len(config) == 1
+    assert config[0].path == hard and config[0].identity == libraries.file_identity(str(lib_copy))
+    assert set(config[0].symbols) == {p[0] for p in libraries.OPENSSL_PROBES}
+
+
+def test_probe_target_resolves_links_and_refuses_files_without_openssl(lib_copy, tmp_path):
+    target = libraries.probe_target(str(lib_copy.parent / "symlink.so"), "config")
+    assert target is not None and target.path == str(lib_copy) and target.origin == "config"
+    assert libraries.probe_target("/bin/true", "config") is None
+    assert libraries.probe_target(str(tmp_path / "missing"), "config") is None
+
+
+def test_capture_attaches_a_file_once_whatever_path_names_it(lib_copy):
+    """A second path to an attached file returns the attachment it has: no second set of uprobes
+    (the BPF object is not even needed to see it, as nothing is attached)."""
+    capture = TlsCapture(CaptureOptions())
+    first = libraries.probe_target(str(lib_copy), "config")
+    attached = Attached(first, ["SSL_write"])
+    capture.attached.append(attached)
+    for other in ("symlink.so", "hardlink.so"):
+        again = libraries.probe_target(str(lib_copy.parent / other), "config")
+        assert capture.attached_file(again.identity) is attached
+        assert capture.attach_target(again) is attached
+    assert capture.attached == [attached]

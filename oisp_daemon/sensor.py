@@ -1,0 +1,164 @@
+"""The sensor: capture, ring reader and pipeline built once from the configuration, and the loop
+that runs them.
+
+`oisp-sensor record` and the daemon are the same sensor with different consumers: record hands
+the loop a JSONL sink; the daemon hands it the fan-out to sessions and tails, plus the commands
+its control plane queues (commands.py), which the loop runs between two records. The thread in
+`run` owns capture state: the attached probes and the pipeline are changed from it only.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from .capture import libraries
+from .capture.loader import Attached, CaptureOptions, TlsCapture
+from .capture.reader import RingReader
+from .commands import CommandQueue
+from .pipeline import Emit, Pipeline
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+_WAKE = object()  # put in the record queue so that a waiting loop runs a new command at once
+
+
+class Sensor:
+    def __init__(
+        self, config: Dict[str, Any], *, pid: int = 0, uid: Optional[int] = None, comm: Optional[str] = None
+    ) -> None:
+        self.config = config
+        cap = config["capture"]
+        self.capture = TlsCapture(
+            CaptureOptions(
+                ring_buffer_bytes=cap["ring_buffer_mb"] * 1024 * 1024,
+                max_connections=cap["max_connections"],
+                pid=pid,
+                uid=uid,
+                comm=comm,
+                cache_dir=config["paths"]["cache_dir"],
+            )
+        )
+        self.reader: Optional[RingReader] = None
+        self.pipeline: Optional[Pipeline] = None
+        self.commands = CommandQueue(wake=self._wake)
+        self._owner = 0  # the thread in run()
+        self._pipeline_counters: Dict[str, int] = {}
+        self._counted_at = 0.0
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def start(self, binary_paths: Iterable[str]) -> List[Attached]:
+        """Compile and load the BPF programs and probe the system libssl and `binary_paths`.
+        Raises CaptureError (its message says what to do) when nothing can be probed."""
+        with Progress("compiling and loading BPF programs"):
+            self.capture.load()
+        attached = self.capture.attach(libraries.discover(binary_paths))
+        self.reader = RingReader(self.capture.poll, self.capture.open_ring)
+        return attached
+
+    def sync_targets(self, binary_paths: Iterable[str]) -> None:
+        """(owner thread) Probe exactly the system libssl and the files `binary_paths` lead to:
+        files no longer wanted lose their probes, new ones get them, each file once."""
+        wanted = libraries.discover(binary_paths)
+        identities = {t.identity for t in wanted}
+        for attached in list(self.capture.attached):
+            if attached.target.origin != "system" and attached.target.identity not in identities:
+                self.capture.detach_target(attached)
+                log.info("no longer probing %s", attached.target.path)
+        for target in wanted:
+            if self.capture.attached_file(target.identity) is None and self.capture.attach_target(target).probes:
+                log.info("probing %s", target.path)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, emit: Emit, on_tick: Optional[Callable[[], None]] = None) -> None:
+        """Consume capture into `emit` until stop() and the last drain; between records run the
+        queued commands and `on_tick` (the daemon's signals and watchdog)."""
+        assert self.reader is not None, "start() first"
+        cap = self.config["capture"]
+        self.pipeline = Pipeline(
+            emit=emit,
+            provider_hosts=self.config["providers"]["hosts"],
+            max_message_bytes=cap["max_message_bytes"],
+            idle_timeout_s=cap["idle_timeout_s"],
+            ignore_connection=self.capture.ignore,
+        )
+        self._owner = threading.get_ident()
+        self._pipeline_counters = self.pipeline.counters()
+        self.reader.start()
+        try:
+            while True:
+                try:
+                    record = self.reader.queue.get(timeout=0.2)
+                except queue.Empty:
+                    record = None
+                    if self.reader.finished:
+                        return
+                if record is not None and record is not _WAKE:
+                    self.pipeline.handle(record)
+                if self.commands.run_pending():
+                    self._counted_at = 0.0  # a command's effect shows in the next status
+                self.pipeline.tick()
+                self._refresh_counters()
+                if on_tick is not None:
+                    on_tick()
+        finally:
+            self.commands.close()
+
+    def _wake(self) -> None:
+        if self.reader is not None:
+            try:
+                self.reader.queue.put_nowait(_WAKE)  # type: ignore[arg-type]
+            except queue.Full:
+                pass  # records are waiting: the loop runs commands after the next one
+
+    def stop(self) -> None:
+        """Finish after draining what the kernel already captured (safe in a signal handler)."""
+        if self.reader is not None:
+            self.reader.stop()
+
+    def close(self) -> None:
+        self.capture.close()
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def counters(self) -> Dict[str, Any]:
+        """Every counter an operator needs to judge the capture: what went through, what was
+        dropped where and why. `oisp-ctl status`, record's closing line and the sd_notify STATUS=
+        line all come from here. The pipeline's part is counted on its own thread (its maps
+        change under a reader): other threads get the copy the loop refreshes a few times a second."""
+        if threading.get_ident() == self._owner or self.pipeline is None:
+            pipeline = self.pipeline.counters() if self.pipeline is not None else {}
+        else:
+            pipeline = self._pipeline_counters
+        out: Dict[str, Any] = dict(pipeline)
+        if self.capture.loaded:
+            lost = self.capture.lost()
+            out["lost_bytes"] = lost["lost_bytes"]
+            out["ring_drops"] = lost["lost_records"]
+            out["lost_bytes_per_cpu"] = self.capture.lost_bytes_per_cpu()
+        else:
+            out.update(lost_bytes=0, ring_drops=0, lost_bytes_per_cpu=[])
+        return out
+
+    def _refresh_counters(self) -> None:
+        now = time.monotonic()
+        if self.pipeline is not None and now - self._counted_at >= 0.25:
+            self._counted_at = now
+            self._pipeline_counters = self.pipeline.counters()
+
+
+def summary(counters: Dict[str, Any]) -> str:
+    """The counters an operator checks first, in one line (STATUS= and record's closing line)."""
+    per_cpu = ", ".join(f"cpu{i} {n}" for i, n in enumerate(counters.get("lost_bytes_per_cpu", [])) if n)
+    lost = f"lost {counters['lost_bytes']} bytes" + (f" ({per_cpu})" if per_cpu else "")
+    return (
+        f"{counters.get('ai_requests', 0)} AI requests, {counters.get('ai_responses', 0)} responses, "
+        f"{counters.get('events', 0)} events; {lost}, {counters['ring_drops']} ring drops, "
+        f"{counters.get('gaps', 0)} gaps, {counters.get('resyncs', 0)} decoder resyncs, "
+        f"{counters.get('decode_failures', 0)} decode failures, {counters.get('emit_errors', 0)} emit errors"
+    )
