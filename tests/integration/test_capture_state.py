@@ -237,3 +237,26 @@ def test_interleaved_binary_path_changes_and_sighups_agree_at_the_end(daemon, ho
     assert_each_file_probed_once(files)
     assert "Traceback" not in daemon.log()
     one_exact_pair(daemon, hosts, pki, "after-the-storm")
+
+
+# -- record --uid: the kernel's uid filter ------------------------------------------------------
+
+
+def test_record_uid_captures_only_that_users_processes(hosts, pki, tmp_path):
+    from tests.integration.conftest import start_sensor
+    from tests.integration.daemon import NOBODY, as_user
+
+    sensor = start_sensor(tmp_path, ["--uid", str(NOBODY)])
+    try:
+        root = clients.run_client(hosts, clients.openai_client("openai-chat-001", pki.ca_file))
+        root.check()
+        nobody = clients.run_client(hosts, as_user(clients.openai_client("openai-chat-002", pki.ca_file)))
+        nobody.check()
+        events = sensor.wait_for_types(nobody.pid, ai_request=1, ai_response=1)
+        assert {e["actor"]["uid"] for e in events} == {NOBODY}
+        assert sensor.events_of(root.pid) == []
+        assert {e["actor"]["uid"] for e in sensor.events()} == {NOBODY}  # nobody else's, either
+    finally:
+        assert sensor.stop() == 0
+    closing = sensor.log[-1]
+    assert closing.startswith("oisp-sensor: stopped; ") and "ring drops" in closing and "decoder resyncs" in closing, closing
