@@ -52,7 +52,12 @@ def run(opts: RecordOptions) -> int:
         print(f"oisp-sensor record: {exc}", file=sys.stderr)
         sensor.close()
         return 1
-    sink = JsonlSink(opts.output or default_output())
+    try:
+        sink = JsonlSink(opts.output or default_output())  # 0600, never through a link
+    except OSError as exc:
+        print(f"oisp-sensor record: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        sensor.close()
+        return 1
 
     def _stop(_signum: int, _frame: Any) -> None:
         sensor.stop()
