@@ -35,8 +35,15 @@ if ((${#missing[@]})); then
     exit 1
   fi
   echo "setup: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # dpkg's progress (hundreds of lines on a fresh machine) goes to a log, shown when it fails.
+  log="$(mktemp /tmp/oisp-setup-apt.XXXXXX)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+         apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "setup: apt-get failed (whole output in $log)" >&2
+    exit 1
+  fi
+  rm -f "$log"
 fi
 
 if [[ ! -x .venv/bin/python ]] || ! grep -q "include-system-site-packages = true" .venv/pyvenv.cfg; then
