@@ -278,7 +278,7 @@ class Operations:
         spec = {k: args.get(k) for k in ("name", "filters", "redaction", "sink")}
         with self._lock:
             session = self.daemon.sessions.start(spec, owner, "runtime", global_mode)
-        self._announce("SessionStarted", {"name": name, "owner_uid": owner})
+        self._announce("SessionStarted", {})  # no name or owner: every local user sees signals
         return session.to_dict()
 
     def _session_stop(self, caller: Caller, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -292,7 +292,7 @@ class Operations:
                     f"session {name} comes from the configuration; remove it there and run oisp-ctl reload",
                 )
             self.daemon.sessions.stop(name)
-        self._announce("SessionStopped", {"name": name, "owner_uid": session.owner_uid})
+        self._announce("SessionStopped", {})
         return session.to_dict()
 
     def _session_list(self, caller: Caller, args: Dict[str, Any]) -> List[Dict[str, Any]]:
