@@ -26,6 +26,7 @@ from .errors import Conflict, InvalidArgument, NotFound
 from .config.load import ConfigError, load, system_files
 from .control.authz import Authorizer
 from .control.operations import Operations
+from .control.polkit import Polkit
 from .control.unix_socket import raise_fd_limit
 from .export.tail import SubscriberHub
 from .sessions.fanout import Fanout, RedactionPolicy
@@ -232,14 +233,23 @@ class Daemon:
             "config_files": self.config_files,
             "last_reload": self.last_reload or None,
             "counters": self.counters(),
+            "dbus": self._dbus_state(),
         }
+
+    def _dbus_state(self) -> Optional[Dict[str, Any]]:
+        """The D-Bus connection (up or down, counters); None when D-Bus is off."""
+        for transport in self._transports:
+            if hasattr(transport, "state"):
+                return transport.state()
+        return None
 
     def tail_max_buffer(self) -> int:
         return int(self.config["tail"]["max_buffer"])
 
     def _status_line(self) -> str:
         c = self.counters()
-        return f"STATUS=capturing: {summary(c)}; {c['sessions']} sessions, {c['tail_subscribers']} tails"
+        return (f"STATUS=capturing: {summary(c)}; {c['sessions']} sessions, {c['tail_subscribers']} tails"
+                + ("" if (self._dbus_state() or {}).get("connected", True) else ", D-Bus down (reconnecting)"))
 
     # -- control plane ------------------------------------------------------------------------
 
@@ -333,7 +343,7 @@ class Daemon:
         self.sessions.apply_config(self.config, self.policy.mode)
         self.sessions.restore(self.policy.mode)
         control = self.config["control"]
-        self.ops = Operations(self, Authorizer(control["user_group"], control["admin_group"]))
+        self.ops = Operations(self, Authorizer(control["user_group"], control["admin_group"], polkit=Polkit(self.config["dbus"]["address"])))
         try:
             self._start_control()
         except Exception as exc:
@@ -368,6 +378,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._stop_control()
+        if self.ops is not None and self.ops.authorizer.polkit is not None:
+            self.ops.authorizer.polkit.close()
         self.sessions.close()
         self.hub.close()
         if self.sensor is not None:

@@ -16,7 +16,7 @@ packages=(
   python3-bpfcc bpfcc-tools "linux-headers-${arch}"
   python3-venv python3-yaml python3-jsonschema python3-requests python3-sdnotify python3-dbus-next
   python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard python3-regex
-  curl openssl ca-certificates util-linux dbus zsh
+  curl openssl ca-certificates util-linux dbus polkitd zsh
 )
 # The editable install builds its wheel with the venv's setuptools (66 on Debian 12), which has
 # no bdist_wheel without python3-wheel.

@@ -4,7 +4,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +17,7 @@ from oisp_daemon.control.authz import (
     Caller,
     PermissionDenied,
     TailScope,
+    caller_from_credentials,
     caller_from_socket,
     caller_from_uid,
 )
@@ -201,15 +205,63 @@ def test_caller_from_socket_reads_peer_credentials():
     assert grp.getgrgid(os.getgid()).gr_name in caller.groups
 
 
-def test_caller_from_uid_includes_primary_and_supplementary_groups():
-    group = next((g for g in grp.getgrall() if g.gr_mem), None)
-    if group is None:
-        pytest.skip("no group with supplementary members on this system")
-    entry = pwd.getpwnam(group.gr_mem[0])
+@pytest.fixture
+def supplementary_group():
+    """A group of its own with nobody as a supplementary member, removed again afterwards."""
+    if os.geteuid() != 0 or shutil.which("groupadd") is None:
+        pytest.skip("creating a group needs root and groupadd (Debian package passwd)")
+    name = "oisp-t%d" % os.getpid()
+    subprocess.run(["groupadd", name], check=True)
+    try:
+        subprocess.run(["gpasswd", "--add", "nobody", name], check=True, capture_output=True)
+        yield grp.getgrnam(name)
+    finally:
+        subprocess.run(["groupdel", name], check=True)
+
+
+def test_caller_from_uid_includes_primary_and_supplementary_groups(supplementary_group):
+    entry = pwd.getpwnam("nobody")
     caller = caller_from_uid(entry.pw_uid, pid=99)
-    assert caller.user == entry.pw_name
+    assert caller.user == "nobody"
     assert (caller.gid, caller.pid) == (entry.pw_gid, 99)
-    assert {group.gr_name, grp.getgrgid(entry.pw_gid).gr_name} <= caller.groups
+    assert {supplementary_group.gr_name, grp.getgrgid(entry.pw_gid).gr_name} <= caller.groups
+
+
+def test_live_groups_win_over_the_user_database(supplementary_group):
+    """A process that dropped the group (setpriv --clear-groups) is not a member; one that has a
+    group its user is not listed in is."""
+    nobody = pwd.getpwnam("nobody")
+    dropped = caller_from_credentials(nobody.pw_uid, [nobody.pw_gid])
+    assert supplementary_group.gr_name not in dropped.groups
+    given = caller_from_credentials(nobody.pw_uid, [nobody.pw_gid, 0])
+    assert "root" in given.groups
+
+
+def test_caller_from_socket_reads_live_supplementary_groups(supplementary_group):
+    """The peer's supplementary groups (SO_PEERGROUPS), as the process has them."""
+    name = "oisp-authz-test-%d" % os.getpid()  # abstract socket: reachable by any uid
+    address = "\0" + name
+    script = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(10); "
+              "s.connect('\\0' + sys.argv[1]); s.sendall(b'x'); s.recv(1)")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(address)
+        server.listen(1)
+        server.settimeout(10)
+        child = subprocess.Popen(
+            ["setpriv", "--reuid", "65534", "--regid", "65534",
+             "--groups", str(supplementary_group.gr_gid), sys.executable, "-c", script, name])
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                assert conn.recv(1) == b"x"
+                caller = caller_from_socket(conn)
+                conn.sendall(b"y")
+        finally:
+            child.wait(10)
+    assert caller.uid == 65534
+    assert supplementary_group.gr_name in caller.groups
+    assert caller.start_time is not None  # the polkit subject of a socket caller
 
 
 def test_caller_from_uid_without_passwd_entry():

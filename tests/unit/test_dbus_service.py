@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator, List, NamedTuple, Optional
@@ -489,3 +490,41 @@ def test_activation_file_starts_the_systemd_unit() -> None:
     unit = _ini(REPO_ROOT / "systemd" / "oisp-sensor.service")["Service"]
     assert unit["BusName"] == BUS_NAME
     assert unit["Type"] == "notify"
+
+
+# --- staying on the bus -------------------------------------------------------------------------
+
+def test_peer_get_machine_id_replies(service: DbusService, bus: PrivateBus) -> None:
+    reply = call_as_nobody(bus, "GetMachineId", interface="org.freedesktop.DBus.Peer")
+    assert reply == Reply(None, [Path("/etc/machine-id").read_text().strip()])
+
+
+def test_calls_past_the_per_sender_cap_are_refused_at_once(service: DbusService,
+                                                           loop: asyncio.AbstractEventLoop,
+                                                           client: MessageBus) -> None:
+    async def burst() -> List[Message]:
+        calls = [client.call(_method_call("Status")) for _ in range(60)]
+        return list(await asyncio.gather(*calls))
+
+    replies = run(loop, burst())
+    refused = [r for r in replies if r.error_name == ERR + "limit_exceeded"]
+    assert refused and "calls in flight" in refused[0].body[0]
+    assert len(replies) - len(refused) >= 16
+    assert service.state()["refused_calls"] == len(refused)
+
+
+def test_a_restarted_bus_is_reconnected_and_the_name_owned_again(
+        bus: PrivateBus, loop: asyncio.AbstractEventLoop, daemon: DaemonDouble) -> None:
+    service = run(loop, start_dbus(Operations(daemon, Authorizer()), bus.address))
+    try:
+        first = service.bus
+        bus.restart()
+        deadline = time.monotonic() + TIMEOUT_S
+        while service.state()["reconnects"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = service.state()
+        assert state["connected"] and state["disconnects"] == 1 and state["reconnects"] == 1
+        assert service.bus is not first
+        assert call_as_nobody(bus, "GetRedaction") == Reply(None, ["safe"])
+    finally:
+        run(loop, service.close())
