@@ -162,6 +162,9 @@ class Polkit:
             bus = MessageBus(bus_type=BusType.SYSTEM) if self.address == SYSTEM_BUS \
                 else MessageBus(bus_address=self.address)
             self._bus = await asyncio.wait_for(bus.connect(), self.timeout)
+            # a lost bus ends that future with an error; the next check simply reconnects
+            asyncio.ensure_future(bus.wait_for_disconnect()).add_done_callback(
+                lambda done: done.cancelled() or done.exception())
         return self._bus
 
     async def _check(self, subject: Subject, action: str, details: Dict[str, str]) -> Verdict:
