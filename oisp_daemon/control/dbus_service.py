@@ -387,7 +387,7 @@ class _ManagerInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ, name="EventsTotal")
     def events_total(self) -> "t":
-        return int(self._ops.counters()["events"])
+        return int(self._ops.counters().get("events", 0))  # none before capture runs
 
     @dbus_property(access=PropertyAccess.READ, name="ActiveSessions")
     def active_sessions(self) -> "u":
