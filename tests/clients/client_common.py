@@ -25,6 +25,8 @@ from tests.support.synthetic_bodies import sha256_hex  # noqa: E402
 # Fake credentials: recognisable in captured headers, so redaction can be checked.
 OPENAI_TEST_KEY = "sk-replay-test-0123456789abcdef"
 ANTHROPIC_TEST_KEY = "sk-ant-replay-test-0123456789abcdef"
+SDK_TEST_KEY = "sdk-replay-test-key-0123456789abcdef"  # the other providers' SDKs
+AWS_ACCESS_KEY_ID = "AKIAREPLAYSDK0000000"  # boto3 signs with it (SigV4); the sensor reports it
 SUMMARY_BODY_LIMIT = 65536  # bodies up to this size are copied into the summary
 TIMEOUT_S = 60.0
 

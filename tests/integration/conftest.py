@@ -130,10 +130,16 @@ def start_sensor(
     return sensor
 
 
+# Ollama served over TLS under a name of its own (the recordings are plain HTTP on 127.0.0.1:11434,
+# which the TLS probes cannot see): the operator's providers.hosts names it.
+OLLAMA_TLS_HOST = "ollama.replay.test"
+SESSION_SENSOR_CONFIG = f"providers:\n  hosts:\n    {OLLAMA_TLS_HOST}: ollama\n"
+
+
 @pytest.fixture(scope="session")
 def sensor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sensor]:
     """The session's sensor; on teardown it must stop cleanly and have logged no traceback."""
-    running = start_sensor(tmp_path_factory.mktemp("sensor"))
+    running = start_sensor(tmp_path_factory.mktemp("sensor"), config=SESSION_SENSOR_CONFIG)
     yield running
     code = running.stop()
     log = "".join(running.log)

@@ -125,6 +125,20 @@ class CurlCommand:
         return self.output_file.read_bytes()
 
 
+# A SigV4 Authorization header of the shape boto3 sends (the signature is not checked by the replay).
+CURL_SIGV4 = ("AWS4-HMAC-SHA256 Credential=AKIAREPLAYTEST000000/20250101/us-east-1/bedrock/aws4_request, "
+              "SignedHeaders=host;x-amz-date, Signature=" + "5" * 64)
+CURL_ACCESS_KEY_ID = "AKIAREPLAYTEST000000"
+
+
+def curl_credential(fixture: Fixture, header: str) -> str:
+    """The test credential for a redacted header: a bearer token, a bare key, or for AWS a SigV4
+    Authorization whose access key id the sensor reports."""
+    if header.lower() != "authorization":
+        return CURL_TEST_KEY
+    return CURL_SIGV4 if fixture.host.endswith(".amazonaws.com") else "Bearer " + CURL_TEST_KEY
+
+
 def curl_request_headers(fixture: Fixture) -> List[str]:
     """The recording's request headers as curl ``-H`` values, credentials replaced by a test key."""
     values = []
@@ -132,7 +146,7 @@ def curl_request_headers(fixture: Fixture) -> List[str]:
         if name.lower() in CURL_SKIPPED_HEADERS:
             continue
         if value == REDACTED:
-            value = "Bearer " + CURL_TEST_KEY if name.lower() == "authorization" else CURL_TEST_KEY
+            value = curl_credential(fixture, name)
         values.append("%s: %s" % (name, value))
     return values
 

@@ -33,6 +33,7 @@ SERVER_NAMES: Tuple[str, ...] = (
     "*.amazonaws.com",
     "bedrock-runtime.us-east-1.amazonaws.com",
     "downloads.example.test",
+    "ollama.replay.test",  # Ollama behind TLS: a name the sensor's config maps to provider ollama
     "localhost",
     "127.0.0.1",
     "::1",
