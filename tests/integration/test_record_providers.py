@@ -193,3 +193,21 @@ def test_curl_exchange_is_recorded(name, sensor, module_server, module_hosts, te
     # unshare and sh exec in place, so curl's parent is this test process (from the fork tracepoint).
     assert process["ppid"] == os.getpid()
     assert actor["uid"] == 0 and actor["user"] == "root"
+
+
+@pytest.mark.parametrize("framework,name", [
+    ("litellm", "openai-chat-001"),
+    ("litellm", "anthropic-messages-001"),
+    ("langchain-openai", "openai-chat-001"),
+    ("langchain-anthropic", "anthropic-messages-001"),
+    ("langchain-google", "gemini-generate-002"),
+])
+def test_agent_framework_exchange_is_recorded(framework, name, sensor, module_server, module_hosts, test_pki):
+    """litellm and LangChain build their own requests; the sensor sees them like the plain SDKs'."""
+    fx = FIXTURES[name]
+    argv = clients.python_client("framework_client.py", "--ca", test_pki.ca_file, "--fixture", name, "--framework", framework)
+    result = clients.run_client(module_hosts, argv)
+    summary = result.check()
+    assert summary["text"], summary
+    request, response, tools = exchange(sensor, result.pid, fx)
+    check_against_recording(fx, request, response, tools, result.pid, credential=True)
