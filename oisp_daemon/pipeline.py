@@ -17,12 +17,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .capture import records as rec
 from .capture.reader import StreamAssembler, StreamData, StreamGap
 from .decode.connection import ConnectionTracker
-from .decode.protocol import Exchange, RequestDone, ResponseDone, Step
+from .decode.messages import HttpResponse
+from .decode.protocol import CONNECTION_CLOSED, PROCESS_EXIT, Exchange, RequestDone, ResponseDone, ResponseProgress, Step
 from .events.ai import build_ai_request, build_ai_response, build_ai_response_missing, build_tool_call_events
 from .events.context import HostContext, ProcessCache
 from .events.envelope import Clock
+from .events.streaming import ChunkTimings, build_streaming_chunk
 from .providers import parse_request, parse_response
-from .providers.exchange import AiRequestInfo
+from .providers.exchange import AiRequestInfo, AiResponseInfo, StreamDelta
+from .providers.parse import stream_decoder
+from .providers.stream import StreamDecoder
 from .providers.registry import detect_provider
 
 log = logging.getLogger(__name__)
@@ -42,11 +46,22 @@ class _Conn:
 
 
 @dataclass
+class _LiveStream:
+    """A streamed answer being decoded as it arrives (None decoder: not a stream after all)."""
+
+    decoder: Optional[StreamDecoder]
+    process: Optional[Dict[str, Any]]
+    actor: Optional[Dict[str, Any]]
+    timings: ChunkTimings
+
+
+@dataclass
 class _Pending:
     """What the pipeline made of a request, kept on its Exchange until the response comes."""
 
     info: AiRequestInfo
     request_event: Dict[str, Any]
+    stream: Optional[_LiveStream] = None  # set by the first ResponseProgress
 
 
 @dataclass
@@ -59,6 +74,7 @@ class PipelineStats:
     ignored_connections: int = 0  # connections whose capture was stopped in the kernel
     ai_requests: int = 0  # ai.request events
     ai_responses: int = 0  # ai.response events (one per ai.request)
+    streaming_chunks: int = 0  # ai.streaming_chunk events
     partial_responses: int = 0  # of those, marked partial (gap, limit, no or cut response, ...)
     events: int = 0  # events handed to emit (all types)
     emit_errors: int = 0  # emit raised: the event was lost, capture went on
@@ -77,8 +93,12 @@ class Pipeline:
         clock: Optional[Clock] = None,
         host: Optional[HostContext] = None,
         processes: Optional[ProcessCache] = None,
+        streaming_chunks: bool = True,
     ) -> None:
+        """`streaming_chunks` (capture.streaming_chunks): emit an `ai.streaming_chunk` per
+        streamed delta; streams are decoded live either way (time to first token, chunk timing)."""
         self.emit = emit
+        self.streaming_chunks = streaming_chunks
         self.provider_hosts = provider_hosts
         self.ignore_connection = ignore_connection
         self.clock = clock or Clock()
@@ -190,6 +210,8 @@ class Pipeline:
         for step in steps:
             if isinstance(step, RequestDone):
                 self._on_request(step.exchange)
+            elif isinstance(step, ResponseProgress):
+                self._on_progress(step)
             elif isinstance(step, ResponseDone):
                 self._on_response(step.exchange)
             else:  # Stopped: the tracker no longer decodes it (other protocol, decoder failure)
@@ -213,8 +235,58 @@ class Pipeline:
         process, actor = self.processes.lookup(key[0])
         event = build_ai_request(info, req, clock=self.clock, host=self.host, process=process, actor=actor)
         exchange.note = _Pending(info, event)
+        exchange.streaming = info.streaming  # decode its answer live (ResponseProgress)
         self.stats.ai_requests += 1
         self._emit(event)
+
+    def _on_progress(self, step: ResponseProgress) -> None:
+        """Body bytes of a streamed answer as a TLS read delivered them: decode them now, one
+        `ai.streaming_chunk` per delta, at the kernel time of the read that completed its event."""
+        pending = step.exchange.note
+        if not isinstance(pending, _Pending):
+            return
+        stream = pending.stream
+        if stream is None:
+            process, actor = self.processes.lookup(step.exchange.key[0])
+            stream = pending.stream = _LiveStream(
+                stream_decoder(pending.info, step.response), process, actor, ChunkTimings())
+        if stream.decoder is None:
+            step.exchange.streaming = False  # not a stream: no more progress steps for it
+            return
+        deltas = self._decode_live(stream, lambda decoder: decoder.feed(step.data))
+        for delta in deltas:
+            # The event's last byte (just before delta.offset) is what completed it.
+            self._on_delta(pending, stream, delta, step.ts_at(max(delta.offset - 1, step.offset)))
+
+    def _decode_live(self, stream: _LiveStream, run: Callable[[StreamDecoder], List[StreamDelta]]) -> List[StreamDelta]:
+        """Run the live decoder; a parser bug ends live decoding of that stream, nothing more
+        (the ai.response is parsed from the whole body as always)."""
+        try:
+            return run(stream.decoder)
+        except Exception:
+            log.exception("live stream decoding failed; the stream gets no more chunk events")
+            stream.decoder = None
+            return []
+
+    def _on_delta(self, pending: _Pending, stream: _LiveStream, delta: StreamDelta, ts_ns: int) -> None:
+        index = stream.timings.count
+        stream.timings.add(ts_ns)
+        if not self.streaming_chunks:
+            return
+        event = build_streaming_chunk(
+            delta, index, ts_ns, request_event=pending.request_event, clock=self.clock, host=self.host,
+            process=stream.process, actor=stream.actor)
+        self.stats.streaming_chunks += 1
+        self._emit(event)
+
+    def _finish_stream(self, pending: _Pending, exchange: Exchange) -> None:
+        """The body ended: the live decoder's last deltas (events the end of the body completed)."""
+        stream = pending.stream
+        if stream is None or stream.decoder is None or exchange.response is None:
+            return
+        ts_ns = exchange.response.ts_end_ns
+        for delta in self._decode_live(stream, lambda decoder: decoder.close()):
+            self._on_delta(pending, stream, delta, ts_ns)
 
     def _on_response(self, exchange: Exchange) -> None:
         pending = exchange.note
@@ -230,9 +302,13 @@ class Pipeline:
             response_event = build_ai_response_missing(
                 pending.info, exchange.ended or "unknown", exchange.ended_ns, **context)
         else:
+            self._finish_stream(pending, exchange)
             resp_info = parse_response(pending.info, exchange.response)
+            _mark_client_abort(exchange, exchange.response, resp_info)
             response_event = build_ai_response(
                 pending.info, resp_info, exchange.request, exchange.response, **context)
+            if pending.stream is not None and pending.stream.decoder is not None:
+                response_event.setdefault("attrs", {}).update(pending.stream.timings.attrs())
         self.stats.ai_responses += 1
         if response_event["confidence"]["completeness"] == "partial":
             self.stats.partial_responses += 1
@@ -248,3 +324,17 @@ class Pipeline:
         except Exception:
             self.stats.emit_errors += 1
             log.exception("delivering an event failed; capture goes on")
+
+
+# What ends an exchange when the client goes away: its connection closes, its process exits.
+_CLIENT_GONE = (CONNECTION_CLOSED, PROCESS_EXIT)
+
+
+def _mark_client_abort(exchange: Exchange, response: HttpResponse, resp_info: AiResponseInfo) -> None:
+    """A streamed answer that had started and was cut because the client went away (before the
+    stream's own end marker): the client abandoned it. The event names `client_abort` first and
+    keeps the underlying cause after it (limitations ["client_abort", "connection_closed"])."""
+    if (exchange.ended in _CLIENT_GONE or any(r in _CLIENT_GONE for r in response.partial_reasons)) \
+            and resp_info.streaming and not resp_info.stream_finished and not response.complete \
+            and "client_abort" not in response.partial_reasons:
+        response.partial_reasons.insert(0, "client_abort")

@@ -86,6 +86,7 @@ class Sensor:
             max_message_bytes=cap["max_message_bytes"],
             idle_timeout_s=cap["idle_timeout_s"],
             ignore_connection=self.capture.ignore,
+            streaming_chunks=cap["streaming_chunks"],
         )
         self._owner = threading.get_ident()
         self._pipeline_counters = self.pipeline.counters()

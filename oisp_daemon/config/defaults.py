@@ -12,6 +12,8 @@ _DEFAULTS: Dict[str, Any] = {
         "max_message_bytes": 64 * 1024 * 1024,
         "idle_timeout_s": 300,
         "max_connections": 65536,
+        # One ai.streaming_chunk per streamed delta: the live view of an answer as it is written.
+        "streaming_chunks": True,
     },
     "binary_paths": [],
     "providers": {"hosts": {}},

@@ -66,6 +66,7 @@ _TRAILERS = "trailers"
 _UNTIL_CLOSE = "until_close"  # response delimited by the connection closing
 _RESYNC = "resync"  # looking for a plausible start line after lost or garbled bytes
 _DEAD = "dead"  # not HTTP/1.x (any more): input is ignored
+_BODY_STATES = frozenset({_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE})
 
 
 def _plausible_request(prefix: bytes) -> bool:
@@ -155,6 +156,21 @@ class Http1Parser:
         """The message whose start line was parsed and which is not finished yet (interim 1xx
         responses excluded). It is the same object feed() returns once the message is done."""
         return None if self._interim else self._msg
+
+    def body_since(self, offset: int) -> Optional[Tuple[bytes, List[Tuple[int, int]]]]:
+        """The decoded body of the message in progress from `offset` on, with the body marks
+        covering it, once its head is parsed (None before, or with no message in progress).
+        Copies only those bytes: a live consumer asks after every read for what is new."""
+        if self.in_progress is None or self._state not in _BODY_STATES:
+            return None
+        body, marks = self._body, self._marks
+        if len(body) <= offset:
+            return b"", []
+        i = len(marks) - 1
+        while i > 0 and marks[i][0] > offset:
+            i -= 1  # new bytes are at the end: a short walk back over the newest marks
+        covering = [(offset, marks[i][1])] + marks[i + 1:] if marks else []
+        return bytes(body[offset:]), covering
 
     def expect_response_to(self, method: str) -> None:
         """(response role) A request with this method was sent; responses come in request order."""

@@ -27,7 +27,7 @@ from .http1 import MAX_PENDING_RESPONSES, Http1Parser
 from .messages import HttpRequest, HttpResponse
 from .protocol import (
     GAP, TOO_MANY_PENDING, ConnectionKey, DecodeStats, Exchange, ProtocolDecoder, Step, end_exchange,
-    request_done, response_done,
+    request_done, response_done, response_progress,
 )
 
 _SWITCHES = ("upgrade", "tunnel")
@@ -69,6 +69,7 @@ class Http1Decoder(ProtocolDecoder):
             self._requests_done(self.requests.feed(data, ts_ns), out)
         else:
             self._responses_done(self.responses.feed(data, ts_ns), out)
+            self._progress(out)
 
     def gap(self, ts_ns: int, out: List[Step]) -> None:
         self._requests_done(self.requests.gap(ts_ns), out)
@@ -127,6 +128,19 @@ class Http1Decoder(ProtocolDecoder):
                 response_done(slot.exchange, response, out)
             else:
                 slot.early = response
+
+    def _progress(self, out: List[Step]) -> None:
+        """New body bytes of the response in progress, for a streaming exchange (see
+        protocol.ResponseProgress); nothing is looked at or copied for any other."""
+        response = self.responses.in_progress
+        if not isinstance(response, HttpResponse):
+            return
+        slot = next((s for s in self._slots if s.early is None), None)
+        if slot is None or not slot.exchange.streaming or response.ts_start_ns < slot.exchange.request.ts_start_ns:
+            return
+        new = self.responses.body_since(slot.exchange.progressed)
+        if new is not None:
+            response_progress(slot.exchange, response, new[0], new[1], out)
 
     def _end_all(self, ts_ns: int, why: str, out: List[Step]) -> None:
         while self._slots:

@@ -5,12 +5,17 @@ request starts and hands it out twice, as steps:
 
 - RequestDone(exchange) once the request is complete (or was cut off: then it is partial), so
   that the `ai.request` event need not wait for a long streaming answer;
+- ResponseProgress(exchange, ...) while the response's body arrives, only for an exchange the
+  consumer marked `streaming` (a streamed AI answer it decodes live): after the response's head
+  was parsed, one per TLS read that added decoded body bytes, carrying only those new bytes, and
+  before ResponseDone (the bytes of the read that completed the response come as a last
+  progress step right before it);
 - ResponseDone(exchange) once the response is complete, or when the exchange cannot go on (the
   connection closed, the process exited, the connection idled out or was dropped, bytes were
   lost, the protocol changed). `exchange.ended` then says why; `exchange.response` holds what
   of the response was seen (partial), or None when nothing was.
 
-Every exchange gets exactly one of each, RequestDone first. The consumer keeps what it knows about
+Every exchange gets exactly one RequestDone and one ResponseDone, RequestDone first. The consumer keeps what it knows about
 an exchange on the exchange itself (`note`): a response can only ever meet its own request, and
 what the consumer kept goes away with the exchange.
 
@@ -19,6 +24,7 @@ WebSocket fit behind it): bytes of either direction in, steps out.
 """
 from __future__ import annotations
 
+import bisect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple, Union
@@ -54,11 +60,39 @@ class Exchange:
     requested: bool = False  # RequestDone was handed out
     answered: bool = False  # ResponseDone was handed out
     note: Any = None  # the consumer's state for this exchange (the pipeline: its ai.request)
+    # Set by the consumer (after RequestDone) to get ResponseProgress steps for this exchange.
+    streaming: bool = False
+    progressed: int = 0  # decoded body bytes handed out in ResponseProgress steps so far
 
 
 @dataclass(frozen=True)
 class RequestDone:
     exchange: Exchange
+
+
+@dataclass(frozen=True)
+class ResponseProgress:
+    """Decoded body bytes of a streaming exchange's response, as one TLS read delivered them.
+
+    `response` is the response in progress: status and headers are parsed, its `body` is not
+    filled in yet (it is at ResponseDone). `data` starts at decoded-body `offset`; `marks` are the
+    (decoded offset, kernel ts) of the reads that delivered it, oldest first (one, except for the
+    last step, which may carry several reads' bytes)."""
+
+    exchange: Exchange
+    response: HttpResponse
+    data: bytes
+    offset: int
+    marks: Tuple[Tuple[int, int], ...]
+
+    def ts_at(self, offset: int) -> int:
+        """Kernel ts of the read that delivered the body byte at `offset` (within `data`)."""
+        ts = self.marks[0][1]
+        for start, mark_ts in self.marks:
+            if start > offset:
+                break
+            ts = mark_ts
+        return ts
 
 
 @dataclass(frozen=True)
@@ -75,7 +109,7 @@ class Stopped:
     reason: str
 
 
-Step = Union[RequestDone, ResponseDone, Stopped]
+Step = Union[RequestDone, ResponseProgress, ResponseDone, Stopped]
 
 
 def request_done(exchange: Exchange, out: List[Step]) -> None:
@@ -83,9 +117,35 @@ def request_done(exchange: Exchange, out: List[Step]) -> None:
     out.append(RequestDone(exchange))
 
 
+def response_progress(exchange: Exchange, response: HttpResponse, data: bytes,
+                      marks: List[Tuple[int, int]], out: List[Step]) -> None:
+    """Hand out `data`, the decoded body bytes of `response` past what was handed out already
+    (`marks`: the body marks covering them), if the consumer asked for them."""
+    if not exchange.streaming or not data or not marks or exchange.answered:
+        return
+    offset = exchange.progressed
+    exchange.progressed += len(data)
+    out.append(ResponseProgress(exchange, response, data, offset, tuple(marks)))
+
+
 def response_done(exchange: Exchange, response: Optional[HttpResponse], out: List[Step]) -> None:
+    if response is not None and exchange.streaming and exchange.requested:
+        # The bytes of the read that completed the response (or of the reads since the exchange
+        # became streaming) come as progress first, so the consumer sees every byte live.
+        start = exchange.progressed
+        if len(response.body) > start:
+            marks = _marks_from(response.body_marks, start) or [(start, response.ts_end_ns)]
+            response_progress(exchange, response, response.body[start:], marks, out)
     exchange.response, exchange.answered = response, True
     out.append(ResponseDone(exchange))
+
+
+def _marks_from(marks: List[Tuple[int, int]], start: int) -> List[Tuple[int, int]]:
+    """The body marks covering the body from `start` on (the first one moved to `start`)."""
+    i = bisect.bisect_right(marks, (start, 1 << 64)) - 1
+    if i < 0:
+        return list(marks)
+    return [(start, marks[i][1])] + list(marks[i + 1:])
 
 
 def end_exchange(exchange: Exchange, why: str, ts_ns: int, out: List[Step],
