@@ -96,6 +96,10 @@ class ReplayServerProcess:
         assert len(found) >= count, "replay server got %d requests, expected %d" % (len(found), count)
         return found
 
+    def release(self, token: str) -> None:
+        """Let the streams held with ``X-Replay-Hold: <token>`` go on (see replay_server.Hold)."""
+        (self.log_path.parent / ("release-" + token)).touch()
+
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 

@@ -17,6 +17,11 @@ itself: ``Content-Length`` for whole bodies (gzip-compressed again when the reco
 the client accepts it), ``Transfer-Encoding: chunked`` with one chunk per SSE event / NDJSON line /
 eventstream message, ``chunk_delay`` apart, so a stream arrives in many TLS records.
 
+A streamed reply can be held back for a live-stream test: ``X-Replay-Hold: <token>`` (letters,
+digits, ``-``/``_``) with ``X-Replay-Hold-After: N`` sends the first N chunks, then waits until the
+file ``release-<token>`` appears next to the request log (ReplayServerProcess.release), at most
+``MAX_HOLD_S``, before it sends the rest.
+
 Every request is appended to a JSON-lines log before its response is sent, so a client that has
 its response can rely on the log line being there.
 """
@@ -52,6 +57,8 @@ MAX_HEADERS = 200
 MAX_DOWNLOAD = 1 << 30
 MAX_DELAY_S = 10.0
 IDLE_TIMEOUT_S = 60.0
+MAX_HOLD_S = 60.0
+_HOLD_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 LOGGED_BODY_LIMIT = 65536  # request bodies up to this size are stored verbatim in the log
 DEFAULT_BIG_RESPONSE = 4 << 20
 PROCESS_COMM = b"oisp-replay"
@@ -363,11 +370,35 @@ def _head(reply: Reply, framing: List[Tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def send_reply(sock, reply: Reply, gzip_ok: bool, close: bool, chunk_delay: float) -> None:
+@dataclass
+class Hold:
+    """Hold a stream back after `after` chunks until `release` exists (a test says when)."""
+
+    after: int
+    release: Path
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + MAX_HOLD_S
+        while not self.release.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def hold_of(request: Request, release_dir: Path) -> Optional[Hold]:
+    """The hold a request asks for (X-Replay-Hold / X-Replay-Hold-After), if any and valid."""
+    token = request.header("x-replay-hold")
+    if not token or not _HOLD_TOKEN.match(token):
+        return None
+    return Hold(int(_number(request.header("x-replay-hold-after"), 1)), release_dir / ("release-" + token))
+
+
+def send_reply(sock, reply: Reply, gzip_ok: bool, close: bool, chunk_delay: float,
+               hold: Optional[Hold] = None) -> None:
     framing = [("Connection", "close")] if close else []
     if reply.streaming:
         sock.sendall(_head(reply, framing + [("Transfer-Encoding", "chunked")]))
-        for part in reply.parts:
+        for index, part in enumerate(reply.parts):
+            if hold is not None and index == hold.after:
+                hold.wait()
             time.sleep(chunk_delay)
             sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
         sock.sendall(b"0\r\n\r\n")
@@ -387,6 +418,7 @@ class RequestLog:
     """Append-only JSON-lines file shared by the connection threads."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._lock = threading.Lock()
         self._handle = open(path, "a", encoding="utf-8")
         self._seq = itertools.count(1)
@@ -476,7 +508,8 @@ class ConnectionHandler(socketserver.BaseRequestHandler):
             self.server.log.write(request_record(conn_id, peer, tls, request, reply, gzip_ok))
             delay = _number(request.header("x-replay-delay-ms"), 0.0) / 1000.0
             time.sleep(min(max(delay, 0.0), MAX_DELAY_S))
-            send_reply(tls, reply, gzip_ok, close, self.server.chunk_delay)
+            send_reply(tls, reply, gzip_ok, close, self.server.chunk_delay,
+                       hold_of(request, self.server.log.path.parent))
             if close:
                 return
 

@@ -223,7 +223,7 @@ def test_process_exit_mid_stream_keeps_what_was_streamed(capture, events):
     capture.exit()
     ((_, answer, response),) = ai_pairs(events)
     assert response["confidence"]["completeness"] == "partial"
-    assert response["confidence"]["limitations"][0] == "process_exit"
+    assert response["confidence"]["limitations"] == ["client_abort", "process_exit"]  # abandoned mid-stream
     assert response["data"]["status_code"] == 200 and response["data"]["streaming"] is True
     assert answer == "echo: streaming"  # the words that arrived before the exit
     capture.exchange("reborn")
