@@ -13,6 +13,8 @@ from typing import Any, Dict, List
 
 import pytest
 
+from oisp_daemon.config import load as config_load
+from oisp_daemon.config.load import ConfigError
 from oisp_daemon.decode.connection import ConnectionTracker
 from oisp_daemon.decode.protocol import ResponseDone, ResponseProgress
 from oisp_daemon.events.context import HostContext, ProcessCache
@@ -222,3 +224,18 @@ def test_chunk_timings_memory_is_bounded():
     assert len(timings._gaps) == 100 and timings.count == 10_000
     attrs = timings.attrs()
     assert attrs["inter_chunk_latency_max_ms"] == 51.0 and attrs["inter_chunk_latency_p50_ms"] == 1.0
+
+
+@pytest.mark.parametrize("text,expected", [("", True), ("capture:\n  streaming_chunks: off\n", False),
+                                           ("capture:\n  streaming_chunks: on\n", True)])
+def test_capture_streaming_chunks_config_is_on_by_default_and_takes_on_off(tmp_path, text, expected):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert config_load.load([str(path)], environ={})["capture"]["streaming_chunks"] is expected
+
+
+def test_capture_streaming_chunks_config_refuses_other_values(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("capture:\n  streaming_chunks: sometimes\n")
+    with pytest.raises(ConfigError, match="streaming_chunks"):
+        config_load.load([str(path)], environ={})
