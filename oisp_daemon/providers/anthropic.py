@@ -134,6 +134,7 @@ def _request_messages(raw: Dict[str, Any]) -> List[Message]:
                     has_images=images > 0,
                     image_count=images,
                     tool_call_id=as_str(block.get("tool_use_id")),
+                    is_error=block.get("is_error") is True,
                 )
             )
     if results and message.content is None and not message.has_images:

@@ -126,7 +126,8 @@ def _converse_messages(raw: Dict[str, Any]) -> List[Message]:
         elif "toolResult" in block:
             result = as_dict(block["toolResult"])
             parts = [as_str(as_dict(c).get("text")) or json.dumps(as_dict(c).get("json")) for c in as_list(result.get("content"))]
-            messages.append(Message(role="tool", tool_call_id=as_str(result.get("toolUseId")), content="\n".join(p for p in parts if p) or None))
+            messages.append(Message(role="tool", tool_call_id=as_str(result.get("toolUseId")), content="\n".join(p for p in parts if p) or None,
+                                    is_error=result.get("status") == "error"))
     if texts or images or not messages:
         messages.insert(0, Message(role="assistant" if role == "assistant" else "user", content="\n".join(texts) or None,
                                    has_images=images > 0, image_count=images))

@@ -73,7 +73,7 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
         for raw in as_list(body.get("messages")):
             raw = as_dict(raw)
             if raw:
-                info.messages.append(make_message(raw.get("role"), raw.get("content"), tool_call_id=as_str(raw.get("tool_call_id"))))
+                info.messages.append(_v2_message(raw))
         for tool in as_list(body.get("tools")):
             function = as_dict(as_dict(tool).get("function"))
             if as_str(function.get("name")):
@@ -89,6 +89,16 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     if "p" in body and isinstance(body.get("p"), (int, float)) and not isinstance(body.get("p"), bool):
         info.parameters["top_p"] = body["p"]
     return info
+
+
+def _v2_message(raw: Dict[str, Any]) -> Message:
+    """A v2 chat message; a tool message's result may be documents ({"type": "document",
+    "document": {...}}) rather than text, kept as their JSON."""
+    message = make_message(raw.get("role"), raw.get("content"), tool_call_id=as_str(raw.get("tool_call_id")))
+    if message.role == "tool" and message.content is None:
+        documents = [as_dict(part).get("document") for part in as_list(raw.get("content"))]
+        message.content = "\n".join(json.dumps(d) for d in documents if d is not None) or None
+    return message
 
 
 def _billed(raw: Any) -> Usage:

@@ -15,8 +15,11 @@ class Message:
     content: Optional[str] = None  # text content, concatenated when the API sends parts
     has_images: bool = False
     image_count: int = 0
+    # Tool results (role "tool"): the call they answer, by id and/or tool name, and whether the
+    # API marks the result as a failure (Anthropic is_error, Bedrock status "error").
     tool_call_id: Optional[str] = None
     name: Optional[str] = None
+    is_error: bool = False
 
 
 @dataclass

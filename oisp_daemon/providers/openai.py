@@ -161,10 +161,8 @@ def _responses_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
         if kind == "message" and "role" in item:
             info.messages.append(make_message(item.get("role"), item.get("content")))
         elif kind == "function_call_output":
-            output = item.get("output")
-            info.messages.append(
-                Message(role="tool", content=output if isinstance(output, str) else None, tool_call_id=as_str(item.get("call_id")))
-            )
+            # The output is a string, or a list of input_text / input_image parts.
+            info.messages.append(make_message("tool", item.get("output"), tool_call_id=as_str(item.get("call_id"))))
         elif kind == "function_call":
             info.messages.append(Message(role="assistant", tool_call_id=as_str(item.get("call_id")), name=as_str(item.get("name"))))
     info.system_prompt = system_prompt(info.messages)
