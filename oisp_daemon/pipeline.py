@@ -21,11 +21,13 @@ from .decode.messages import HttpResponse
 from .decode.protocol import CONNECTION_CLOSED, PROCESS_EXIT, Exchange, RequestDone, ResponseDone, ResponseProgress, Step
 from .events.ai import build_ai_request, build_ai_response, build_ai_response_missing, build_tool_call_events
 from .events.context import HostContext, ProcessCache
+from .events.correlation import Correlator, stamp
 from .events.envelope import Clock
 from .events.streaming import ChunkTimings, build_streaming_chunk
+from .events.tool_result import build_tool_result_events
 from .providers import parse_request, parse_response
 from .providers.exchange import AiRequestInfo, AiResponseInfo, StreamDelta
-from .providers.parse import stream_decoder
+from .providers.parse import OPENAI_COMPATIBLE, is_openai_compatible, stream_decoder
 from .providers.stream import StreamDecoder
 from .providers.registry import detect_provider
 
@@ -61,6 +63,7 @@ class _Pending:
 
     info: AiRequestInfo
     request_event: Dict[str, Any]
+    trace_id: str  # the conversation the request belongs to (events/correlation.py)
     stream: Optional[_LiveStream] = None  # set by the first ResponseProgress
 
 
@@ -108,6 +111,7 @@ class Pipeline:
         self.tracker = ConnectionTracker(max_body_bytes=max_message_bytes, idle_timeout_s=idle_timeout_s)
         self.conns: Dict[ConnKey, _Conn] = {}
         self.fd_addr: Dict[Tuple[int, int], Tuple[str, int]] = {}  # (pid, fd) -> remote address
+        self.correlation = Correlator()
         self.stats = PipelineStats()
         self._last_expiry_ns = time.monotonic_ns()
 
@@ -224,20 +228,26 @@ class Pipeline:
             return  # decided not AI (and ignored: its exchanges were ended without events)
         host = req.header("host")
         provider = self._provider_for(key, host)
+        if provider is None and (conn.provider == OPENAI_COMPATIBLE or not conn.decided and is_openai_compatible(req)):
+            provider = OPENAI_COMPATIBLE  # a host no table knows, whose first request was OpenAI-shaped
         if provider is None:
             if not conn.decided:
                 self._ignore(key)  # first request on it is not AI: stop copying its bytes
             return
         conn.decided, conn.provider, conn.host = True, provider, host
-        info = parse_request(provider, req, host or "")
+        endpoint_host = host or ":".join(map(str, self._remote(key) or ()))
+        info = parse_request(provider, req, endpoint_host)
         if info is None:
             return  # an endpoint of the provider that is not an AI call (e.g. GET /v1/models)
         process, actor = self.processes.lookup(key[0])
         event = build_ai_request(info, req, clock=self.clock, host=self.host, process=process, actor=actor)
-        exchange.note = _Pending(info, event)
+        trace_id, results = self.correlation.on_request(key[0], info, event)
+        exchange.note = _Pending(info, event, trace_id)
         exchange.streaming = info.streaming  # decode its answer live (ResponseProgress)
         self.stats.ai_requests += 1
         self._emit(event)
+        for result_event in build_tool_result_events(results, event):
+            self._emit(result_event)
 
     def _on_progress(self, step: ResponseProgress) -> None:
         """Body bytes of a streamed answer as a TLS read delivered them: decode them now, one
@@ -276,6 +286,7 @@ class Pipeline:
         event = build_streaming_chunk(
             delta, index, ts_ns, request_event=pending.request_event, clock=self.clock, host=self.host,
             process=stream.process, actor=stream.actor)
+        stamp(event, pending.trace_id)
         self.stats.streaming_chunks += 1
         self._emit(event)
 
@@ -312,10 +323,11 @@ class Pipeline:
         self.stats.ai_responses += 1
         if response_event["confidence"]["completeness"] == "partial":
             self.stats.partial_responses += 1
+        tool_calls = build_tool_call_events(resp_info, response_event) if resp_info is not None else []
+        self.correlation.on_response(exchange.key[0], pending.trace_id, response_event, tool_calls)
         self._emit(response_event)
-        if resp_info is not None:
-            for event in build_tool_call_events(resp_info, response_event):
-                self._emit(event)
+        for event in tool_calls:
+            self._emit(event)
 
     def _emit(self, event: Dict[str, Any]) -> None:
         self.stats.events += 1

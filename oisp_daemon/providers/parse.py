@@ -17,11 +17,19 @@ from oisp_daemon.providers.endpoint import endpoint_url
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo
 from oisp_daemon.providers.families import FAMILIES
 from oisp_daemon.providers.family import ApiFamily
+from oisp_daemon.providers.fields import load_json_object
 from oisp_daemon.providers.stream import StreamDecoder
 
 log = logging.getLogger(__name__)
 
 _BY_NAME: Dict[str, ApiFamily] = {family.FAMILY: family for family in FAMILIES}
+
+# The provider id of OpenAI-shaped traffic to a host no table knows (an in-house gateway, a
+# self-hosted model): events name it with the host in the endpoint.
+OPENAI_COMPATIBLE = "openai_compatible"
+# What a body must hold beside a "model" string to be an OpenAI-shaped call: chat messages, a
+# completion prompt, or Responses / embeddings input.
+_SHAPE_KEYS = {"messages": (list,), "prompt": (str, list), "input": (str, list)}
 
 
 def family_for(provider: str, req: HttpRequest) -> Optional[ApiFamily]:
@@ -33,6 +41,21 @@ def family_for(provider: str, req: HttpRequest) -> Optional[ApiFamily]:
         if family.ANY_PROVIDER and family.route(req.method, req.target):
             return family
     return None
+
+
+def is_openai_compatible(req: HttpRequest) -> bool:
+    """Whether a request to a host no table knows is an OpenAI-shaped AI call: its path is one
+    of the OpenAI API's (/v1/chat/completions, /responses, ...) AND its body is a JSON object with
+    a non-empty "model" string and messages, a prompt or input of the right type. Both are needed,
+    so that other JSON POSTs (webhooks, REST APIs that happen to have a /completions path) are
+    not taken for AI traffic. A body cut by the size limit is not JSON and does not qualify."""
+    family = family_for(OPENAI_COMPATIBLE, req)
+    if family is None or family.FAMILY != "openai":
+        return False
+    body, error = load_json_object(req.body)
+    if error or not isinstance(body.get("model"), str) or not body["model"].strip():
+        return False
+    return any(isinstance(body.get(key), types) and body[key] for key, types in _SHAPE_KEYS.items())
 
 
 def _family_of(info: AiRequestInfo) -> Optional[ApiFamily]:
