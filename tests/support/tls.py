@@ -34,6 +34,7 @@ SERVER_NAMES: Tuple[str, ...] = (
     "bedrock-runtime.us-east-1.amazonaws.com",
     "downloads.example.test",
     "ollama.replay.test",  # Ollama behind TLS: a name the sensor's config maps to provider ollama
+    "llm-gateway.internal.example",  # a host no provider table knows (an in-house OpenAI-shaped gateway)
     "localhost",
     "127.0.0.1",
     "::1",
