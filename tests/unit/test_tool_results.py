@@ -356,3 +356,17 @@ def test_correlation_memory_is_bounded(capture, events):
     assert len(correlator._calls) <= 8 and len(correlator._unanswered) <= 4 and len(correlator._reported) <= 16
     results = of_type(events, "agent.tool_result")
     assert len(results) == 40 and all(parent_of(r) is not None for r in results)
+
+
+def test_streamed_chunks_are_in_their_request_trace(capture, events):
+    from tests.support import synthetic_bodies as synth
+
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [ASK]}
+    capture.call("write", http_request(OPENAI, CHAT, body), (PID, SSL))
+    capture.call("read", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n", (PID, SSL))
+    for chunk in synth.echo_chat_stream_events(json.dumps(body).encode()):
+        capture.call("read", b"%x\r\n%s\r\n" % (len(chunk), chunk), (PID, SSL))
+    capture.call("read", b"0\r\n\r\n", (PID, SSL))
+    chunks = of_type(events, "ai.streaming_chunk")
+    assert chunks and len(of_type(events, "ai.response")) == 1
+    assert {json.dumps(e["trace_context"]) for e in events} == {json.dumps(events[0]["trace_context"])}
