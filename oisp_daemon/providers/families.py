@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from oisp_daemon.providers import anthropic, bedrock, cohere, gemini, ollama, openai
+from oisp_daemon.providers import anthropic, bedrock, cohere, gemini, huggingface, ollama, openai, replicate
 from oisp_daemon.providers.family import ApiFamily
 
 FAMILIES: Tuple[ApiFamily, ...] = (
@@ -12,6 +12,8 @@ FAMILIES: Tuple[ApiFamily, ...] = (
     bedrock,
     cohere,
     gemini,
+    huggingface,
     ollama,
+    replicate,
     openai,
 )
