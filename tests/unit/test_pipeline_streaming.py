@@ -20,11 +20,14 @@ from oisp_daemon.decode.protocol import ResponseDone, ResponseProgress
 from oisp_daemon.events.context import HostContext, ProcessCache
 from oisp_daemon.events.streaming import ChunkTimings
 from oisp_daemon.pipeline import Pipeline
+from oisp_daemon.providers.registry import detect_provider
 from oisp_daemon.redact import Redactor
 from tests.support import synthetic_bodies as synth
+from tests.support.fixtures import fixture_host, fixture_paths, fixture_request, fixture_response, load_fixture
 from tests.support.oisp_schema import assert_valid_event
 from tests.unit.test_pipeline_pairing import KEY, Capture, chat_request, stream_events, stream_head
 
+STREAMS = [p for p in fixture_paths("*.json") if load_fixture(str(p))["expect"].get("streaming")]
 MS = 10**6  # ns
 MARK = "tell me a streamed story"
 SECRET = "sk-proj-" + "Xq7Lm2Pz9Rt4Vb8Nc1Kd6Hf3Jg5Ws0Ea" * 3  # assembled: no scanner flags this file
@@ -239,3 +242,43 @@ def test_capture_streaming_chunks_config_refuses_other_values(tmp_path):
     path.write_text("capture:\n  streaming_chunks: sometimes\n")
     with pytest.raises(ConfigError, match="streaming_chunks"):
         config_load.load([str(path)], environ={})
+
+
+def _wire(method_line: str, headers, body: bytes, chunked: bool) -> bytes:
+    skip = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+    lines = [method_line] + ["%s: %s" % (k, v) for k, v in headers if k.lower() not in skip]
+    lines.append("Transfer-Encoding: chunked" if chunked else "Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if chunked else body)
+
+
+@pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.stem)
+def test_every_recorded_stream_is_emitted_live_and_adds_up_to_its_response(path, tmp_path):
+    fx = load_fixture(str(path))
+    req, resp = fixture_request(fx), fixture_response(fx)
+    events: List[Dict[str, Any]] = []
+    pipeline = make_pipeline(events, tmp_path)
+    if detect_provider(fixture_host(fx), None) is None:  # openrouter, cerebras: not in the bundle
+        pipeline.provider_hosts = {fixture_host(fx): fx["provider"]}
+    capture = Capture(pipeline)
+    headers = list(req.headers)
+    if req.header("host") is None:  # some cassettes kept no Host header
+        headers.append(("Host", fixture_host(fx)))
+    capture.write(_wire("%s %s HTTP/1.1" % (req.method, req.target), headers, req.body, chunked=False))
+    capture.read(_wire("HTTP/1.1 %d OK" % resp.status, resp.headers, b"", chunked=True))
+    body = resp.body
+    cuts = list(range(0, len(body), 97)) + [len(body)]  # pieces that split events anywhere
+    for start, end in zip(cuts, cuts[1:]):
+        capture.read(b"%x\r\n%s\r\n" % (end - start, body[start:end]))
+    capture.read(b"0\r\n\r\n")
+    for event in events:
+        assert_valid_event(event)
+    kinds = [e["event_type"] for e in events]
+    assert kinds[0] == "ai.request" and "ai.response" in kinds
+    streamed = of_type(events, "ai.streaming_chunk")
+    assert streamed and kinds.index("ai.response") > kinds.index("ai.streaming_chunk")
+    assert [c["data"]["chunk_index"] for c in streamed] == list(range(len(streamed)))
+    response = of_type(events, "ai.response")[0]
+    text = "".join(c["data"]["delta"].get("content", "") for c in streamed if not c.get("attrs", {}).get("choice_index"))
+    choices = response["data"].get("choices") or [{}]
+    assert text == (choices[0].get("message", {}).get("content") or "")
+    assert response["attrs"]["stream_chunks"] == len(streamed)
