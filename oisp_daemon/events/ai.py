@@ -16,6 +16,7 @@ from oisp_daemon.events.envelope import Clock, derived_envelope, envelope, make_
 from oisp_daemon.events.finish_reason import normalise_finish_reason
 from oisp_daemon.events.model_tables import model_family
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, ToolCall
+from oisp_daemon.providers.parse import OPENAI_COMPATIBLE
 # One "sha256:" + 16 hex for prompts, tool arguments and auth.key_hash: redact/digest.py is a
 # stdlib-only leaf that events already reach through redact.keys, so importing it makes no cycle.
 from oisp_daemon.redact.digest import short_sha256 as short_hash
@@ -79,13 +80,20 @@ def _provider_block(info: AiRequestInfo, with_account: bool) -> Dict[str, str]:
     return block
 
 
+def detection_method(info: AiRequestInfo) -> str:
+    """How the sensor knew the call was AI: its host is a known provider's, or (openai_compatible,
+    a host no table knows) its path and body have the OpenAI API's shape."""
+    return "payload_inspection" if info.provider == OPENAI_COMPATIBLE else "known_endpoint"
+
+
 def _confidence(
-    message: HttpMessage, parse_error: Optional[str], reasons: List[str], stream_finished: bool = False
+    message: HttpMessage, parse_error: Optional[str], method: str, stream_finished: bool = False
 ) -> Dict[str, Any]:
     """Full unless the message lost bytes (gap, body limit, ...) or its body could not be parsed.
 
     A stream whose own end marker was read is whole even when the client closed the connection
     before reading the chunked terminator (the OpenAI SDK does, right after "[DONE]")."""
+    reasons = ["tls_boundary_capture", method]
     limitations = list(message.partial_reasons)
     if stream_finished and limitations == ["connection_closed"]:
         limitations = []
@@ -100,7 +108,7 @@ def _confidence(
         reasons=reasons,
         limitations=limitations,
         content_source="tls_boundary",
-        ai_detection_method="known_endpoint",
+        ai_detection_method=method,
         process_attribution="direct",
     )
 
@@ -172,7 +180,7 @@ def build_ai_request(
         req.ts_start_ns,
         clock,
         make_source(CAPTURE_METHOD, "ssl_write"),
-        _confidence(req, info.parse_error, ["tls_boundary_capture", "known_endpoint"]),
+        _confidence(req, info.parse_error, detection_method(info)),
         host=_host_block(host),
         actor=actor,
         process=process,
@@ -288,7 +296,7 @@ def build_ai_response(
         resp.ts_end_ns,
         clock,
         make_source(CAPTURE_METHOD, "ssl_read"),
-        _confidence(resp, resp_info.parse_error, ["tls_boundary_capture", "known_endpoint"], resp_info.stream_finished),
+        _confidence(resp, resp_info.parse_error, detection_method(info), resp_info.stream_finished),
         host=_host_block(host),
         actor=actor,
         process=process,
@@ -344,11 +352,11 @@ def build_ai_response_missing(
         data["model"] = _model_block(info, info.model)
     confidence = make_confidence(
         completeness="partial",
-        reasons=["tls_boundary_capture", "known_endpoint", "message_incomplete"],
+        reasons=["tls_boundary_capture", detection_method(info), "message_incomplete"],
         limitations=["no_response", why],
         missing=["response"],
         content_source="tls_boundary",
-        ai_detection_method="known_endpoint",
+        ai_detection_method=detection_method(info),
         process_attribution="direct",
     )
     return envelope(

@@ -96,6 +96,7 @@ def build_streaming_chunk(
     }
     if delta.finish_reason:
         data["finish_reason"] = delta.finish_reason
+    method = request_event["confidence"].get("ai_detection_method", "known_endpoint")  # as its request
     event = envelope(
         "ai.streaming_chunk",
         ts_ns,
@@ -103,9 +104,9 @@ def build_streaming_chunk(
         make_source(CAPTURE_METHOD, "ssl_read"),
         make_confidence(
             completeness="full",
-            reasons=["tls_boundary_capture", "known_endpoint"],
+            reasons=["tls_boundary_capture", method],
             content_source="tls_boundary",
-            ai_detection_method="known_endpoint",
+            ai_detection_method=method,
             process_attribution="direct",
         ),
         host=_host_block(host),

@@ -79,6 +79,7 @@ def test_openai_compatible_gateway_on_an_unknown_host(sensor, module_server, mod
         provider = event["data"]["provider"]
         assert provider["name"] == "other" and provider["id"] == "openai_compatible"
         assert provider["endpoint"] == "https://%s/v1/chat/completions" % GATEWAY
+        assert event["confidence"]["ai_detection_method"] == "payload_inspection"
     assert by_type["ai.request"][0]["data"]["model"]["id"] == "deepseek-reasoner"
     assert by_type["ai.response"][0]["data"]["tool_calls"][0]["name"] == "load_capability"
     check_loop(by_type, summary["results"])

@@ -315,6 +315,10 @@ def test_openai_shaped_traffic_on_an_unknown_host_is_openai_compatible(capture, 
     provider = requests[0]["data"]["provider"]
     assert provider == {"name": "other", "id": "openai_compatible",
                         "endpoint": "https://llm-gateway.corp.example/v1/chat/completions"}
+    # Recognised by its shape, not its host: the events say so.
+    for event in requests + of_type(events, "ai.response"):
+        assert event["confidence"]["ai_detection_method"] == "payload_inspection"
+        assert "payload_inspection" in event["confidence"]["reasons"]
     for event in events:
         assert_valid_event(event)
 
@@ -369,4 +373,5 @@ def test_streamed_chunks_are_in_their_request_trace(capture, events):
     capture.call("read", b"0\r\n\r\n", (PID, SSL))
     chunks = of_type(events, "ai.streaming_chunk")
     assert chunks and len(of_type(events, "ai.response")) == 1
+    assert {e["confidence"]["ai_detection_method"] for e in events} == {"known_endpoint"}
     assert {json.dumps(e["trace_context"]) for e in events} == {json.dumps(events[0]["trace_context"])}
