@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 PROTOCOL_VERSION = 1
 
@@ -360,6 +360,16 @@ def error_reply(request_id: Optional[RequestId], code: str, message: str) -> Dic
 def event_item(request_id: RequestId, event: Dict[str, Any]) -> Dict[str, Any]:
     """One event of a tail stream."""
     return {"id": request_id, "event": event}
+
+
+def event_item_frame(request_id: RequestId) -> Tuple[bytes, bytes]:
+    """The bytes before and after an event's JSON in its tail line.
+
+    head + event JSON (compact, as `encode` writes it) + end == encode(event_item(request_id,
+    event)): the daemon encodes an event once and sends those bytes to every tail.
+    """
+    line = encode(event_item(request_id, None))  # type: ignore[arg-type]
+    return line[:-len(b"null}\n")], b"}\n"
 
 
 def dropped_item(request_id: RequestId, count: int) -> Dict[str, Any]:

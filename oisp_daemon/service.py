@@ -216,6 +216,7 @@ class Daemon:
         out["sessions"] = len(self.sessions.list())
         out["tail_subscribers"] = self.hub.count()
         out["redaction_pattern_timeouts"] = sum(pattern_timeouts().values())
+        out.update(self.hub.stats())
         return out
 
     def status(self) -> Dict[str, Any]:
@@ -330,7 +331,10 @@ class Daemon:
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         self.sessions = SessionManager(self.config["paths"]["state_dir"])
-        self.hub = SubscriberHub(replay_size=int(self.config["tail"]["replay"]))
+        tail = self.config["tail"]
+        self.hub = SubscriberHub(replay_size=int(tail["replay"]), replay_bytes=int(tail["replay_bytes"]),
+                                 max_buffer_bytes=int(tail["max_buffer_bytes"]),
+                                 total_buffer_bytes=int(tail["total_buffer_bytes"]))
         self.fanout = Fanout(self.sessions, self.hub, self.policy)
         self.sensor = Sensor(self.config)
         try:

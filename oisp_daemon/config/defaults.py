@@ -34,7 +34,14 @@ _DEFAULTS: Dict[str, Any] = {
         "max_connections_per_uid": 64,
     },
     "dbus": {"enabled": True, "address": "system"},
-    "tail": {"max_buffer": 1000, "replay": 1000},
+    "tail": {
+        "max_buffer": 1000,
+        "replay": 1000,
+        # memory budgets in bytes (issue 6): one event can carry a 64 MB body
+        "replay_bytes": 16 * 1024 * 1024,
+        "max_buffer_bytes": 16 * 1024 * 1024,
+        "total_buffer_bytes": 64 * 1024 * 1024,
+    },
     "sessions": [],
     # Runtime sessions (oisp-ctl session start): each holds a descriptor and is rewritten to
     # sessions.json on every start and stop, so one member cannot take the daemon's fds or disk.

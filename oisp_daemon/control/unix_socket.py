@@ -6,8 +6,9 @@ like by oisp_ctl.protocol. This module moves lines and makes sure no peer can hu
 - every operation runs in a worker thread, because operations may block (reload, attaching
   uprobes) and the event loop also serves every other client;
 - a connection's memory is bounded: requests are read only as fast as they are answered (a queue
-  of MAX_QUEUED_REQUESTS, then the socket is simply not read), and a tail stream holds about
-  ENCODE_BUDGET bytes of encoded events at a time while its Subscriber buffers and drops;
+  of MAX_QUEUED_REQUESTS, then the socket is simply not read), and a tail stream sends the
+  event bytes its Subscriber shares with every other tail (encoded once by the hub) in pieces of
+  WRITE_CHUNK, so a peer that reads nothing pins no copy of a large event in the transport;
 - writes wait for the peer (drain) on that connection only, so a slow reader slows nobody else,
   and a slow tail reader loses events (with a `dropped` notice) rather than stalling capture;
 - no exception escapes a connection: unexpected ones become an `internal` error reply and a log
@@ -41,7 +42,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, Union
 from oisp_ctl import protocol
 from oisp_ctl.protocol import ProtocolError, RequestId
 from oisp_daemon.control import authz
-from oisp_daemon.export.tail import Subscriber
+from oisp_daemon.export.tail import Subscriber, TailItem
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ READ_CHUNK = 64 * 1024
 MAX_QUEUED_REQUESTS = 8
 # Tail streams one connection may hold: each has a Subscriber buffer in the daemon.
 MAX_TAILS_PER_CONNECTION = 4
-# Encoded tail lines produced per worker-thread call before they are written out.
-ENCODE_BUDGET = 1 << 20
+# Bytes of a tail event handed to the transport at a time: its buffer copies what the socket
+# does not take at once, so this bounds the copy a non-reading peer can pin.
+WRITE_CHUNK = 64 * 1024
 # How long close() lets tail streams deliver their end item before cutting connections.
 CLOSE_TIMEOUT = 2.0
 # Pending connections the kernel queues while the daemon is not accepting (back-off, busy loop).
@@ -245,32 +247,6 @@ def _error_reply(request_id: Optional[RequestId], exc: ProtocolError) -> Dict[st
     return protocol.error_reply(request_id, exc.code, exc.message)
 
 
-def _encode_events(request_id: RequestId, events: List[Dict[str, Any]],
-                   start: int) -> Tuple[List[Optional[bytes]], int]:
-    """Encode events[start:] as tail lines until ENCODE_BUDGET bytes; return them and the next index.
-
-    A line the client could not accept (over MAX_STREAM_LINE_BYTES) or an event that is not valid
-    JSON comes back as None, to be reported as dropped: one bad event must not end the stream.
-    """
-    lines: List[Optional[bytes]] = []
-    size = 0
-    index = start
-    while index < len(events) and size < ENCODE_BUDGET:
-        try:
-            line: Optional[bytes] = protocol.encode(protocol.event_item(request_id, events[index]))
-        except (TypeError, ValueError):
-            log.exception("control: tail event is not valid JSON; dropped")
-            line = None
-        if line is not None and len(line) > protocol.MAX_STREAM_LINE_BYTES:
-            log.warning("control: tail event of %d bytes exceeds the stream line limit; dropped",
-                        len(line))
-            line = None
-        lines.append(line)
-        size += len(line) if line is not None else 0
-        index += 1
-    return lines, index
-
-
 class _Tail:
     """One running tail stream of a connection."""
 
@@ -457,8 +433,8 @@ class _Connection:
                     await sub.wait()
                 # closed before the drain means nothing more can arrive after it
                 closed = sub.closed
-                events, dropped = sub.drain()
-                await self._send_events(tail.request_id, events)
+                items, dropped = sub.drain()
+                await self._send_events(tail.request_id, sub, items)
                 if dropped:
                     await self._send(protocol.dropped_item(tail.request_id, dropped))
                 if not tail.follow:
@@ -476,22 +452,34 @@ class _Connection:
             if tail in self._tails:
                 self._tails.remove(tail)
 
-    async def _send_events(self, request_id: RequestId, events: List[Dict[str, Any]]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _send_events(self, request_id: RequestId, sub: Subscriber,
+                           items: List[TailItem]) -> None:
+        """Send drained items as tail lines, each framed around the bytes every tail shares.
+
+        An item that could not be encoded, or whose line the client could not accept (over
+        MAX_STREAM_LINE_BYTES), is reported as dropped where it was: one bad event must not end
+        the stream. Each item is given back to the subscriber's budget once it is written.
+        """
+        head, end = protocol.event_item_frame(request_id)
         skipped = 0
-        index = 0
-        while index < len(events):
-            # encoding a large event takes a while: keep it off the event loop
-            lines, index = await loop.run_in_executor(None, _encode_events, request_id, events,
-                                                      index)
-            for line in lines:
-                if line is None:
+        try:
+            for item in items:
+                body = item.body
+                if body is None or len(head) + len(body) + len(end) > protocol.MAX_STREAM_LINE_BYTES:
+                    if body is not None:
+                        log.warning("control: tail event of %d bytes exceeds the stream line "
+                                    "limit; dropped", len(body))
                     skipped += 1
+                    sub.done(item)
                     continue
                 if skipped:  # the notice goes where the gap is
                     await self._send(protocol.dropped_item(request_id, skipped))
                     skipped = 0
-                await self._send_line(line)
+                await self._send_framed(head, body, end)
+                sub.done(item)
+        finally:
+            for item in items:
+                sub.done(item)  # what was not sent (the peer left): a no-op for the rest
         if skipped:
             await self._send(protocol.dropped_item(request_id, skipped))
 
@@ -507,6 +495,19 @@ class _Connection:
 
     async def _send(self, message: Dict[str, Any]) -> None:
         await self._send_line(protocol.encode(message))
+
+    async def _send_framed(self, head: bytes, body: bytes, end: bytes) -> None:
+        """One line made of head + body + end, written without joining them: `body` is shared."""
+        view = memoryview(body)
+        async with self._write_lock:
+            if self._writer.is_closing():
+                raise ConnectionResetError("the control connection is closed")
+            self._writer.write(head)
+            for offset in range(0, len(view), WRITE_CHUNK):
+                self._writer.write(view[offset:offset + WRITE_CHUNK])
+                await self._writer.drain()
+            self._writer.write(end)
+            await self._writer.drain()
 
     async def _send_line(self, line: bytes) -> None:
         async with self._write_lock:

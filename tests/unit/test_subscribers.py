@@ -1,4 +1,5 @@
-"""Tail fan-out: bounded buffers with drop counts, scope and filter, since-replay, cross-thread wake-ups."""
+"""Tail fan-out: bounded buffers (in events and bytes) with drop counts, shared encoded items, scope
+and filter, since-replay, cross-thread wake-ups."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,9 @@ import threading
 import pytest
 
 from oisp_daemon.sessions.event_filter import EventFilter, TailScope
-from oisp_daemon.export.tail import Subscriber, SubscriberHub, event_time
+from oisp_ctl import protocol
+from oisp_daemon.export.tail import (ITEM_OVERHEAD, SharedBudget, Subscriber, SubscriberHub,
+                                     TailItem, encode_event, event_time, filter_view)
 
 EVERYTHING = TailScope()
 T0 = 1_766_434_505.0  # 2025-12-22T20:15:05Z
@@ -27,8 +30,24 @@ def hub():
     return SubscriberHub(replay_size=5)
 
 
-def ids(events):
-    return [e["event_id"] for e in events]
+def ids(items):
+    return [i.event()["event_id"] for i in items]
+
+
+def events(drained):
+    """A drain's items decoded again, with its dropped count."""
+    items, dropped = drained
+    return [i.event() for i in items], dropped
+
+
+def item(event, sessions=()):
+    return TailItem.of(event, sessions)
+
+
+def big_event(n, size, uid=1000):
+    event = make_event(n, uid=uid)
+    event["data"] = {"body": "x" * size}
+    return event
 
 
 def test_event_time_parses_rfc3339():
@@ -42,7 +61,7 @@ def test_subscriber_receives_published_events_in_order(hub):
     sub = hub.subscribe(EventFilter(), EVERYTHING)
     for n in range(3):
         hub.publish(make_event(n))
-    assert sub.drain() == ([make_event(0), make_event(1), make_event(2)], 0)
+    assert events(sub.drain()) == ([make_event(0), make_event(1), make_event(2)], 0)
     assert sub.drain() == ([], 0)
 
 
@@ -51,20 +70,22 @@ def test_slow_reader_gets_a_bounded_buffer_and_a_dropped_count(hub):
     for n in range(10):
         hub.publish(make_event(n))
     assert sub.buffered == 3
-    events, dropped = sub.drain()
-    assert ids(events) == ["e0", "e1", "e2"]  # the gap follows every returned event
+    drained, dropped = sub.drain()
+    assert ids(drained) == ["e0", "e1", "e2"]  # the gap follows every returned event
     assert dropped == 7
+    for i in drained:
+        sub.done(i)
     hub.publish(make_event(10))
-    assert sub.drain() == ([make_event(10)], 0)
+    assert events(sub.drain()) == ([make_event(10)], 0)
     assert sub.dropped_total == 7
 
 
 def test_offer_reports_whether_the_event_was_queued():
     sub = Subscriber(EventFilter(types=("ai.*",)), EVERYTHING, max_buffer=1)
-    assert sub.offer(make_event(0)) is True
-    assert sub.offer(make_event(1)) is False  # full: dropped
-    assert sub.offer(make_event(2, event_type="file.open")) is False  # unwanted: not counted
-    assert sub.drain() == ([make_event(0)], 1)
+    assert sub.offer(item(make_event(0))) is True
+    assert sub.offer(item(make_event(1))) is False  # full: dropped
+    assert sub.offer(item(make_event(2, event_type="file.open"))) is False  # unwanted: not counted
+    assert events(sub.drain()) == ([make_event(0)], 1)
 
 
 def test_filter_and_scope_apply(hub):
@@ -142,6 +163,12 @@ def test_invalid_sizes_are_refused():
         Subscriber(EventFilter(), EVERYTHING, max_buffer=0)
     with pytest.raises(ValueError):
         SubscriberHub(replay_size=-1)
+    with pytest.raises(ValueError):
+        SubscriberHub(replay_bytes=-1)
+    with pytest.raises(ValueError):
+        SubscriberHub(max_buffer_bytes=0)
+    with pytest.raises(ValueError):
+        SubscriberHub(total_buffer_bytes=0)
 
 
 def test_wait_wakes_on_an_event_from_another_thread(hub):
@@ -153,7 +180,7 @@ def test_wait_wakes_on_an_event_from_another_thread(hub):
         assert not waiter.done()
         threading.Thread(target=hub.publish, args=(make_event(0),)).start()
         await asyncio.wait_for(waiter, 5)
-        return sub.drain()
+        return events(sub.drain())
 
     assert asyncio.run(consume()) == ([make_event(0)], 0)
 
@@ -189,8 +216,10 @@ def test_threaded_producer_with_asyncio_consumer_loses_nothing_unreported():
         received, dropped = [], 0
         while len(received) + dropped < total:
             await asyncio.wait_for(sub.wait(), 5)
-            events, lost = sub.drain()
-            received += events
+            items, lost = sub.drain()
+            for i in items:
+                sub.done(i)
+            received += [i.event() for i in items]
             dropped += lost
         producer.join()
         return received, dropped
@@ -217,5 +246,154 @@ def test_subscribing_while_publishing_gets_each_event_exactly_once():
     started.wait(5)
     sub = hub.subscribe(EventFilter(), EVERYTHING, since=0, max_buffer=total)
     producer.join()
-    numbers = [int(e["event_id"][1:]) for e in sub.drain()[0]]
+    numbers = [int(i.event()["event_id"][1:]) for i in sub.drain()[0]]
     assert numbers == list(range(numbers[0], total))  # replayed then live: no gap, no repeat
+
+
+# -- memory in bytes ----------------------------------------------------------------------------
+
+def test_item_bytes_are_the_wire_form_of_the_event():
+    event = {"event_id": "e", "event_type": "ai.request", "data": {"text": "é \u2028 \"q\""}}
+    head, end = protocol.event_item_frame(7)
+    assert head + item(event).body + end == protocol.encode(protocol.event_item(7, event))
+    assert item(event).size == ITEM_OVERHEAD + len(encode_event(event))
+
+
+def test_filter_view_matches_like_the_whole_event():
+    event = big_event(0, 1000, uid=42)
+    event.update(process={"pid": 7, "name": "python3", "cmdline": "x" * 100},
+                 data={"provider": {"name": "OpenAI", "endpoint": "e"}, "body": "x" * 1000})
+    view = filter_view(event)
+    assert len(encode_event(view)) < 200
+    for f in (EventFilter(types=("ai.*",)), EventFilter(types=("file.*",)), EventFilter(pids=(7,)),
+              EventFilter(pids=(8,)), EventFilter(comms=("python3",)), EventFilter(uids=(42,)),
+              EventFilter(uids=(1,)), EventFilter(providers=("openai",)),
+              EventFilter(providers=("anthropic",))):
+        assert f.matches(view) == f.matches(event), f
+    assert TailScope(42).allows(view) and not TailScope(1).allows(view)
+
+
+def test_one_item_is_shared_by_every_subscriber_and_the_ring():
+    hub = SubscriberHub(replay_size=10)
+    subs = [hub.subscribe(EventFilter(), EVERYTHING) for _ in range(20)]
+    hub.publish(big_event(0, 1 << 20))
+    drained = [s.drain()[0][0] for s in subs]
+    assert all(d is drained[0] for d in drained)  # one object, no copy per subscriber
+    assert hub.subscribe(EventFilter(), EVERYTHING, since=0).drain()[0][0] is drained[0]
+    # held by 21 subscribers, counted once against the shared budget
+    assert hub.budget.used == drained[0].size
+
+
+def test_subscriber_buffer_is_bounded_in_bytes():
+    size = 100_000
+    hub = SubscriberHub(max_buffer_bytes=3 * (size + ITEM_OVERHEAD + 200))
+    sub = hub.subscribe(EventFilter(), EVERYTHING)
+    for n in range(10):
+        hub.publish(big_event(n, size))
+    assert sub.buffered == 3
+    assert sub.buffered_bytes <= hub.max_buffer_bytes
+    drained, dropped = sub.drain()
+    assert (ids(drained), dropped) == (["e0", "e1", "e2"], 7)
+    assert sub.dropped_bytes >= 7 * size
+
+
+def test_drained_items_count_until_they_are_sent():
+    size = 100_000
+    hub = SubscriberHub(max_buffer_bytes=2 * (size + ITEM_OVERHEAD + 200))
+    sub = hub.subscribe(EventFilter(), EVERYTHING)
+    hub.publish(big_event(0, size))
+    hub.publish(big_event(1, size))
+    drained, _ = sub.drain()
+    hub.publish(big_event(2, size))  # the two drained ones are still in flight: no room
+    assert sub.drain() == ([], 1)
+    sub.done(drained[0])
+    hub.publish(big_event(3, size))
+    assert ids(sub.drain()[0]) == ["e3"]
+    sub.done(drained[0])  # a repeat is harmless
+    sub.done(drained[1])
+    assert sub.buffered_bytes == ITEM_OVERHEAD + len(encode_event(big_event(3, size)))
+
+
+def test_an_empty_buffer_takes_one_event_larger_than_its_budget():
+    hub = SubscriberHub(max_buffer_bytes=1000, total_buffer_bytes=1000)
+    sub = hub.subscribe(EventFilter(), EVERYTHING)
+    hub.publish(big_event(0, 50_000))
+    hub.publish(big_event(1, 10))
+    drained, dropped = sub.drain()
+    assert (ids(drained), dropped) == (["e0"], 1)
+
+
+def test_total_budget_bounds_distinct_items_across_subscribers():
+    size = 100_000
+    one = size + ITEM_OVERHEAD + 200
+    hub = SubscriberHub(max_buffer_bytes=10 * one, total_buffer_bytes=4 * one)
+    # each uid's tail sees only its own events: nothing is shared between them
+    subs = [hub.subscribe(EventFilter(), TailScope(uid)) for uid in range(8)]
+    for uid in range(8):
+        hub.publish(big_event(uid, size, uid=uid))
+    assert hub.budget.used <= 4 * one
+    kept = [s.buffered for s in subs]
+    assert sum(kept) == 4 and kept[:4] == [1, 1, 1, 1]
+    assert [s.drain()[1] for s in subs[4:]] == [1, 1, 1, 1]  # the rest are told they lost one
+    assert hub.stats()["tail_dropped"] == 4
+
+
+def test_closing_a_subscriber_frees_its_share_of_the_budget():
+    hub = SubscriberHub(total_buffer_bytes=10 << 20)
+    sub = hub.subscribe(EventFilter(), EVERYTHING)
+    other = hub.subscribe(EventFilter(), EVERYTHING)
+    hub.publish(big_event(0, 200_000))
+    hub.publish(big_event(1, 200_000))
+    sub.drain()  # one in flight, one (after the next publish) buffered
+    hub.publish(big_event(2, 200_000))
+    hub.unsubscribe(other)
+    assert hub.budget.used > 0
+    hub.unsubscribe(sub)
+    assert hub.budget.used == 0
+    assert sub.buffered_bytes == 0
+
+
+def test_shared_budget_counts_an_item_once():
+    budget = SharedBudget(1000)
+    a = TailItem(0.0, {}, b"x" * 300, ())
+    b = TailItem(0.0, {}, b"y" * 300, ())
+    assert budget.hold(a) and budget.hold(a)
+    assert budget.used == a.size
+    assert not budget.hold(b)  # 812 + 812 > 1000
+    budget.release(a)
+    assert budget.used == a.size
+    budget.release(a)
+    assert budget.used == 0 and budget.hold(b)
+
+
+def test_replay_ring_is_bounded_in_bytes():
+    size = 100_000
+    one = size + ITEM_OVERHEAD + 200
+    hub = SubscriberHub(replay_size=1000, replay_bytes=3 * one)
+    for n in range(10):
+        hub.publish(big_event(n, size))
+    assert ids(hub.subscribe(EventFilter(), EVERYTHING, since=0).drain()[0]) == ["e7", "e8", "e9"]
+    assert hub.stats()["tail_replay_bytes"] <= 3 * one
+    hub.publish(big_event(10, 10 * size))  # larger than the whole ring: not kept at all
+    assert ids(hub.subscribe(EventFilter(), EVERYTHING, since=0).drain()[0]) == ["e7", "e8", "e9"]
+
+
+def test_an_event_that_is_not_json_is_reported_as_dropped_in_place(hub):
+    sub = hub.subscribe(EventFilter(), EVERYTHING)
+    hub.publish(make_event(0))
+    bad = make_event(1)
+    bad["data"] = {"x": float("nan")}
+    hub.publish(bad)
+    hub.publish(make_event(2))
+    drained, dropped = sub.drain()
+    assert [i.body is None for i in drained] == [False, True, False]
+    assert ids(i for i in drained if i.body is not None) == ["e0", "e2"]
+    # never remembered for replay
+    assert ids(hub.subscribe(EventFilter(), EVERYTHING, since=0).drain()[0]) == ["e0", "e2"]
+
+
+def test_publish_without_subscribers_or_ring_keeps_nothing():
+    hub = SubscriberHub(replay_size=0)
+    hub.publish(big_event(0, 1 << 20))
+    assert hub.stats() == {"tail_buffered_bytes": 0, "tail_replay_bytes": 0, "tail_dropped": 0,
+                           "tail_dropped_bytes": 0}
