@@ -90,6 +90,14 @@ BPF_PERCPU_ARRAY(lost_bytes, u64, 1);
 BPF_PERCPU_ARRAY(lost_records, u64, 1);
 BPF_PROG_ARRAY(continue_call, 1);
 
+// Loss per uid, so that one user's flood cannot hide others' loss in the totals. Bounded: an
+// LRU hash of LOST_UIDS uids (the totals above stay exact if a uid is evicted).
+struct lost_val {
+    u64 bytes;
+    u64 records;
+};
+BPF_TABLE("lru_hash", u32, struct lost_val, lost_by_uid, LOST_UIDS);
+
 static __always_inline void count_lost(u64 bytes) {
     u32 zero = 0;
     u64 *b = lost_bytes.lookup(&zero);
@@ -98,6 +106,13 @@ static __always_inline void count_lost(u64 bytes) {
     u64 *r = lost_records.lookup(&zero);
     if (r)
         *r += 1;
+    u32 uid = (u32)bpf_get_current_uid_gid();
+    struct lost_val init = {};
+    struct lost_val *v = lost_by_uid.lookup_or_try_init(&uid, &init);
+    if (v) {
+        __sync_fetch_and_add(&v->bytes, bytes);
+        __sync_fetch_and_add(&v->records, 1);
+    }
 }
 
 // True when the current task passes the user-space filters.

@@ -141,9 +141,10 @@ class Sensor:
             lost = self.capture.lost()
             out["lost_bytes"] = lost["lost_bytes"]
             out["ring_drops"] = lost["lost_records"]
+            out["lost_by_uid"] = lost["lost_by_uid"]
             out["lost_bytes_per_cpu"] = self.capture.lost_bytes_per_cpu()
         else:
-            out.update(lost_bytes=0, ring_drops=0, lost_bytes_per_cpu=[])
+            out.update(lost_bytes=0, ring_drops=0, lost_by_uid={}, lost_bytes_per_cpu=[])
         return out
 
     def _refresh_counters(self) -> None:
@@ -156,7 +157,10 @@ class Sensor:
 def summary(counters: Dict[str, Any]) -> str:
     """The counters an operator checks first, in one line (STATUS= and record's closing line)."""
     per_cpu = ", ".join(f"cpu{i} {n}" for i, n in enumerate(counters.get("lost_bytes_per_cpu", [])) if n)
-    lost = f"lost {counters['lost_bytes']} bytes" + (f" ({per_cpu})" if per_cpu else "")
+    # the uids that lost most (lost_by_uid is sorted so): the line stays short with many of them
+    by_uid = ", ".join(f"uid {uid} {v['bytes']}" for uid, v in list(counters.get("lost_by_uid", {}).items())[:3])
+    detail = "; ".join(part for part in (per_cpu, by_uid) if part)
+    lost = f"lost {counters['lost_bytes']} bytes" + (f" ({detail})" if detail else "")
     return (
         f"{counters.get('ai_requests', 0)} AI requests, {counters.get('ai_responses', 0)} responses, "
         f"{counters.get('events', 0)} events; {lost}, {counters['ring_drops']} ring drops, "

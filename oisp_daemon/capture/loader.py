@@ -9,7 +9,7 @@ import ctypes
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import kheaders, tracefs
 from .libraries import OPENSSL_PROBES, Identity, TlsTarget
@@ -17,6 +17,8 @@ from .libraries import OPENSSL_PROBES, Identity, TlsTarget
 log = logging.getLogger(__name__)
 
 BPF_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf", "tls_capture.c")
+# uids whose lost bytes the kernel counts separately (an LRU map: the totals stay exact beyond it)
+LOST_UIDS = 4096
 
 
 class CaptureError(RuntimeError):
@@ -101,6 +103,7 @@ class TlsCapture:
             f"-DRING_PAGES={_ring_pages(self.options.ring_buffer_bytes)}",
             f"-DMAX_CONNECTIONS={self.options.max_connections}",
             f"-DMAX_THREADS={self.options.max_threads}",
+            f"-DLOST_UIDS={LOST_UIDS}",
             "-Wno-macro-redefined",
         ]
         try:
@@ -179,11 +182,17 @@ class TlsCapture:
         except Exception:  # map full: the connection stays captured, user space drops it
             log.debug("verdict map full; connection %d/%#x stays captured", pid, ssl)
 
-    def lost(self) -> Dict[str, int]:
-        """Bytes and records the kernel could not put into the ring (summed over CPUs)."""
-        out = {}
+    def lost(self) -> Dict[str, Any]:
+        """Bytes and records the kernel could not put into the ring (summed over CPUs), in total
+        and per uid of the task that lost them: {"lost_bytes": n, "lost_records": n,
+        "lost_by_uid": {"65534": {"bytes": n, "records": n}}} (keys as strings, as JSON has them)."""
+        out: Dict[str, Any] = {}
         for name in ("lost_bytes", "lost_records"):
             out[name] = sum(self._bpf[name][ctypes.c_int(0)])
+        by_uid = {}
+        for uid, val in self._bpf["lost_by_uid"].items():
+            by_uid[str(uid.value)] = {"bytes": int(val.bytes), "records": int(val.records)}
+        out["lost_by_uid"] = dict(sorted(by_uid.items(), key=lambda kv: -kv[1]["bytes"]))
         return out
 
     def lost_bytes_per_cpu(self) -> List[int]:
