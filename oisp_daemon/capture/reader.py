@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -85,6 +86,81 @@ class StreamAssembler:
             del self._cursors[key]
 
 
+# Bytes of records waiting for the pipeline, and the part of them one uid may hold.
+QUEUE_BYTES = 64 << 20
+UID_SHARE = 0.5
+# What a record costs beside its data (the objects around it).
+RECORD_OVERHEAD = 256
+
+
+class RecordQueue:
+    """Records between the poller and the pipeline, bounded in bytes and shared fairly by uid.
+
+    A chunk can carry 16 KiB, so a bound in records alone would let a flood pin a gigabyte. When
+    the queue is full the poller waits (the ring then fills and the kernel counts the loss, per
+    uid); but a uid already holding its share (UID_SHARE of the bytes) has its next data chunks
+    dropped here instead, counted per uid, so one user's flood cannot make everyone else wait
+    behind it. The pipeline sees a dropped chunk as a gap in that connection's stream.
+    Only data chunks are dropped: the small lifecycle records (exit, free, fork) always go in.
+    """
+
+    def __init__(self, max_bytes: int = QUEUE_BYTES, uid_share: float = UID_SHARE,
+                 max_records: int = 65536) -> None:
+        self.max_bytes = max_bytes
+        self.uid_limit = int(max_bytes * uid_share)
+        self.max_records = max_records
+        self._cond = threading.Condition()
+        self._items: "deque[Tuple[rec.Record, int, Optional[int]]]" = deque()
+        self._bytes = 0
+        self._by_uid: Dict[int, int] = {}
+        self._dropped: Dict[int, List[int]] = {}  # uid -> [bytes, records]
+
+    def put(self, record: rec.Record) -> bool:
+        """Queue a record, waiting while the queue is full; False if it was dropped (uid share)."""
+        uid = record.uid if isinstance(record, rec.DataChunk) else None
+        size = RECORD_OVERHEAD + (len(record.data) if isinstance(record, rec.DataChunk) else 0)
+        with self._cond:
+            if uid is not None and self._by_uid.get(uid, 0) + size > self.uid_limit:
+                dropped = self._dropped.setdefault(uid, [0, 0])
+                dropped[0] += len(record.data)  # type: ignore[union-attr]
+                dropped[1] += 1
+                return False
+            while self._items and (self._bytes + size > self.max_bytes
+                                   or len(self._items) >= self.max_records):
+                self._cond.wait()
+            self._items.append((record, size, uid))
+            self._bytes += size
+            if uid is not None:
+                self._by_uid[uid] = self._by_uid.get(uid, 0) + size
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: Optional[float] = None) -> rec.Record:
+        """The oldest record; queue.Empty when none comes within `timeout` (as queue.Queue)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            record, size, uid = self._items.popleft()
+            self._bytes -= size
+            if uid is not None:
+                left = self._by_uid[uid] - size
+                if left:
+                    self._by_uid[uid] = left
+                else:
+                    del self._by_uid[uid]
+            self._cond.notify_all()
+            return record
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def dropped_by_uid(self) -> Dict[str, Dict[str, int]]:
+        """Data dropped for exceeding a uid's share: {"65534": {"bytes": n, "records": n}}."""
+        with self._cond:
+            return {str(uid): {"bytes": b, "records": r} for uid, (b, r) in sorted(self._dropped.items())}
+
+
 class RingReader:
     """Poller thread: ring buffer -> bounded queue of decoded records.
 
@@ -92,9 +168,10 @@ class RingReader:
     and the kernel counts lost bytes: back-pressure ends in counted loss, never in unbounded memory.
     """
 
-    def __init__(self, poll: Callable[[int], None], open_ring: Callable[[Callable[[int, int], None]], None], max_queue: int = 65536) -> None:
+    def __init__(self, poll: Callable[[int], None], open_ring: Callable[[Callable[[int, int], None]], None],
+                 max_queue_bytes: int = QUEUE_BYTES) -> None:
         self._poll = poll
-        self.queue: "queue.Queue[rec.Record]" = queue.Queue(maxsize=max_queue)
+        self.queue = RecordQueue(max_queue_bytes)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.last_poll = time.monotonic()  # heartbeat: the watchdog wants a poller that turns

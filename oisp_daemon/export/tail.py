@@ -16,7 +16,9 @@ one 4 MB prompt cost 4 MB, not 320. Three budgets bound it:
   has taken but not yet sent (an empty buffer still takes one event larger than that, so a reader
   that keeps up never misses a large event);
 - all subscribers together: `total_buffer_bytes` over the distinct items they hold (an item held
-  by many subscribers counts once), so many non-reading tails cannot multiply memory.
+  by many subscribers counts once), so many non-reading tails cannot multiply memory. A
+  subscriber holding nothing still takes its next item, so tails that never read cannot starve
+  one that keeps up; each of them pins at most the one item it took while empty.
 
 A short ring of recent events lets a new subscriber start with `--since` history.
 """
@@ -130,15 +132,16 @@ class SharedBudget:
         self._lock = threading.Lock()
         self.used = 0
 
-    def hold(self, item: TailItem) -> bool:
+    def hold(self, item: TailItem, always: bool = False) -> bool:
         """Take one reference to the item; False (nothing taken) if a new item would not fit.
 
-        An item someone already holds costs nothing more; when nothing is held, one item of any
-        size fits, so one large event is never refused to a reader that keeps up.
+        An item someone already holds costs nothing more. `always` (a subscriber that holds
+        nothing) takes it whatever the total: tails that never read must not starve a reader
+        that keeps up, and each of them can pin only what it took while it still held nothing.
         """
         with self._lock:
             if item._holders == 0:
-                if self.used and self.used + item.size > self.limit:
+                if not always and self.used and self.used + item.size > self.limit:
                     return False
                 self.used += item.size
             item._holders += 1
@@ -200,9 +203,10 @@ class Subscriber:
             if self._closed:
                 return False
             held = len(self._buf) + len(self._inflight)
-            queued = (held < self.max_buffer
+            # once dropping, drop until the next drain: the gap then follows every returned item
+            queued = (not self._dropped and held < self.max_buffer
                       and (not held or self._bytes + item.size <= self.max_buffer_bytes)
-                      and self._budget.hold(item))
+                      and self._budget.hold(item, always=not held))
             if queued:
                 self._buf.append(item)
                 self._bytes += item.size

@@ -1,7 +1,13 @@
 """Chunk continuity: lost kernel records become gaps, never silent splices."""
 from __future__ import annotations
 
-from oisp_daemon.capture.reader import StreamAssembler
+import queue
+import threading
+
+import pytest
+
+from oisp_daemon.capture import records as rec
+from oisp_daemon.capture.reader import RECORD_OVERHEAD, RecordQueue, StreamAssembler
 from oisp_daemon.capture.records import DataChunk
 
 
@@ -55,3 +61,44 @@ def test_connections_are_independent_and_forgotten_on_close():
     assert kinds(asm.feed(chunk(0, 0, 1, b"b", ssl=2))) == ["StreamData"]
     asm.forget((7, 1))
     assert kinds(asm.feed(chunk(0, 0, 1, b"c", ssl=1))) == ["StreamData"]
+
+
+# -- the record queue: bounded in bytes, fair by uid ---------------------------------------------
+
+def _chunk(uid, size, seq=0, offset=0):
+    return rec.DataChunk("write", 100 + uid, 1, uid, 0xAB, seq, 1 << 20, offset, 0, "x", b"x" * size, False)
+
+
+def test_record_queue_drops_a_uid_over_its_share_and_counts_it():
+    q = RecordQueue(max_bytes=10 * (16384 + RECORD_OVERHEAD), uid_share=0.5)
+    flood = [q.put(_chunk(65534, 16384, offset=i * 16384)) for i in range(8)]
+    assert flood == [True] * 5 + [False] * 3  # half of the bytes, then dropped
+    assert q.put(_chunk(1000, 16384)) is True  # another uid still gets in
+    assert q.dropped_by_uid() == {"65534": {"bytes": 3 * 16384, "records": 3}}
+    got = [q.get(timeout=0) for _ in range(6)]
+    assert [r.uid for r in got] == [65534] * 5 + [1000]
+    assert q.queued_bytes == 0
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0)
+
+
+def test_record_queue_makes_the_poller_wait_when_full():
+    q = RecordQueue(max_bytes=2 * (100 + RECORD_OVERHEAD), uid_share=1.0)
+    assert q.put(_chunk(1, 100)) and q.put(_chunk(2, 100))
+    done = threading.Event()
+    threading.Thread(target=lambda: (q.put(_chunk(3, 100)), done.set()), daemon=True).start()
+    assert not done.wait(0.2)  # full: back-pressure, nothing dropped
+    q.get(timeout=0)
+    assert done.wait(5)
+    assert q.dropped_by_uid() == {}
+
+
+def test_a_dropped_chunk_shows_as_a_gap_downstream():
+    q = RecordQueue(max_bytes=4 * (16384 + RECORD_OVERHEAD), uid_share=0.5)
+    for i in range(4):
+        q.put(_chunk(7, 16384, offset=i * 16384))
+    assembler = StreamAssembler()
+    events = [e for _ in range(2) for e in assembler.feed(q.get(timeout=0))]
+    q.put(_chunk(7, 16384, offset=4 * 16384))  # chunks 2 and 3 were dropped
+    events += assembler.feed(q.get(timeout=0))
+    assert [type(e).__name__ for e in events] == ["StreamData", "StreamData", "StreamGap", "StreamData"]

@@ -328,14 +328,31 @@ def test_total_budget_bounds_distinct_items_across_subscribers():
     one = size + ITEM_OVERHEAD + 200
     hub = SubscriberHub(max_buffer_bytes=10 * one, total_buffer_bytes=4 * one)
     # each uid's tail sees only its own events: nothing is shared between them
-    subs = [hub.subscribe(EventFilter(), TailScope(uid)) for uid in range(8)]
-    for uid in range(8):
-        hub.publish(big_event(uid, size, uid=uid))
+    subs = [hub.subscribe(EventFilter(), TailScope(uid)) for uid in range(4)]
+    for n in range(4):  # each of the four holds one item and reads no more
+        hub.publish(big_event(n, size, uid=n))
+    for n in range(4, 8):  # a second item fits nobody: the total is spent
+        hub.publish(big_event(n, size, uid=n % 4))
     assert hub.budget.used <= 4 * one
-    kept = [s.buffered for s in subs]
-    assert sum(kept) == 4 and kept[:4] == [1, 1, 1, 1]
-    assert [s.drain()[1] for s in subs[4:]] == [1, 1, 1, 1]  # the rest are told they lost one
+    assert [s.buffered for s in subs] == [1, 1, 1, 1]
+    assert [s.drain()[1] for s in subs] == [1, 1, 1, 1]  # each is told it lost one
     assert hub.stats()["tail_dropped"] == 4
+
+
+def test_non_reading_tails_cannot_starve_a_reader_that_keeps_up():
+    size = 100_000
+    one = size + ITEM_OVERHEAD + 200
+    hub = SubscriberHub(total_buffer_bytes=2 * one)
+    stuck = [hub.subscribe(EventFilter(), TailScope(65534)) for _ in range(3)]
+    reader = hub.subscribe(EventFilter(), TailScope(0))
+    for n in range(6):
+        hub.publish(big_event(n, size, uid=65534))  # the flood fills the total budget
+    for n in range(6, 10):
+        hub.publish(big_event(n, size, uid=0))
+        drained, dropped = reader.drain()
+        assert (ids(drained), dropped) == (["e%d" % n], 0)
+        reader.done(drained[0])
+    assert all(s.buffered_bytes <= hub.max_buffer_bytes for s in stuck)
 
 
 def test_closing_a_subscriber_frees_its_share_of_the_budget():
