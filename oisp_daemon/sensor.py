@@ -145,6 +145,9 @@ class Sensor:
             out["lost_bytes_per_cpu"] = self.capture.lost_bytes_per_cpu()
         else:
             out.update(lost_bytes=0, ring_drops=0, lost_by_uid={}, lost_bytes_per_cpu=[])
+        # records waiting for the pipeline, and the data dropped for a uid over its share of them
+        out["queue_bytes"] = self.reader.queue.queued_bytes if self.reader is not None else 0
+        out["queue_dropped_by_uid"] = self.reader.queue.dropped_by_uid() if self.reader is not None else {}
         return out
 
     def _refresh_counters(self) -> None:

@@ -135,6 +135,17 @@ class RecordQueue:
             self._cond.notify_all()
             return True
 
+    def put_nowait(self, item: object) -> None:
+        """Queue a marker (not a record: the sensor's wake-up) unless the queue is full, when
+        queue.Full is raised: with records waiting, the consumer wakes anyway."""
+        with self._cond:
+            if self._items and (self._bytes + RECORD_OVERHEAD > self.max_bytes
+                                or len(self._items) >= self.max_records):
+                raise queue.Full
+            self._items.append((item, RECORD_OVERHEAD, None))  # type: ignore[arg-type]
+            self._bytes += RECORD_OVERHEAD
+            self._cond.notify_all()
+
     def get(self, timeout: Optional[float] = None) -> rec.Record:
         """The oldest record; queue.Empty when none comes within `timeout` (as queue.Queue)."""
         with self._cond:

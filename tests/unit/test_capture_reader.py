@@ -102,3 +102,14 @@ def test_a_dropped_chunk_shows_as_a_gap_downstream():
     q.put(_chunk(7, 16384, offset=4 * 16384))  # chunks 2 and 3 were dropped
     events += assembler.feed(q.get(timeout=0))
     assert [type(e).__name__ for e in events] == ["StreamData", "StreamData", "StreamGap", "StreamData"]
+
+
+def test_record_queue_takes_a_wake_marker_unless_full():
+    q = RecordQueue(max_bytes=2 * RECORD_OVERHEAD, uid_share=1.0)
+    marker = object()
+    q.put_nowait(marker)  # the sensor's wake-up reaches a waiting consumer
+    assert q.get(timeout=0) is marker
+    assert q.put(_chunk(1, 0)) and q.put(_chunk(2, 0))
+    with pytest.raises(queue.Full):
+        q.put_nowait(marker)  # records are waiting: the consumer is awake anyway
+    assert q.queued_bytes == 2 * RECORD_OVERHEAD
