@@ -156,6 +156,7 @@ class Pipeline:
         if not conn.decided:
             # Snapshot process context while the process surely exists (it is doing TLS now).
             self.processes.lookup(item.key[0])
+            self.processes.note_uid(item.key[0], item.uid)  # the kernel's word, if /proc was gone
         self._steps(self.tracker.on_data(item.key, item.direction, item.data, item.ts_ns))
 
     def _on_exit(self, record: rec.Exit) -> None:

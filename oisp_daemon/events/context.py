@@ -211,6 +211,15 @@ class ProcessCache:
             entry.exe, entry.name, entry.cmdline = filename, None, None
             entry.loaded = False
 
+    def note_uid(self, pid: int, uid: int) -> None:
+        """The uid the kernel saw doing the TLS (a data record's): it wins over what fork passed
+        down, which is the parent's when a setuid wrapper (setpriv, runuser, sudo) ran it and
+        /proc is gone by the time the pipeline, behind a flood, looks."""
+        with self._lock:
+            entry = self._entry(pid)
+            if entry.uid != uid:
+                entry.uid, entry.gid = uid, None  # the gid known belonged to another user
+
     def forget(self, pid: int) -> None:
         """From sched:sched_process_exit: the pid may be reused by an unrelated process."""
         with self._lock:

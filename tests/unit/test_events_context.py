@@ -123,6 +123,24 @@ def test_exec_filename_survives_a_quick_exit(tmp_path):
     assert cache.lookup(200)[0] == {"pid": 200, "ppid": 1, "exe": "/usr/local/bin/agent"}
 
 
+def test_the_kernels_uid_wins_over_a_setuid_wrappers_parent(tmp_path):
+    fake_proc(tmp_path, 100, uid=0)  # root's test runner
+    cache = ProcessCache(proc_root=str(tmp_path))
+    cache.lookup(100)
+    cache.note_fork(100, 101)  # setpriv --reuid 65534 ... curl: no exec after the setuid
+    cache.note_exec(101, "/usr/bin/curl")  # and gone before the pipeline looks at /proc
+    cache.note_uid(101, 65534)  # from the data record
+    assert cache.lookup(101)[1] == {"uid": 65534, "user": pwd.getpwuid(65534).pw_name}
+
+
+def test_a_matching_kernel_uid_keeps_the_gid(tmp_path):
+    fake_proc(tmp_path, 100)
+    cache = ProcessCache(proc_root=str(tmp_path))
+    uid = cache.lookup(100)[1]["uid"]
+    cache.note_uid(100, uid)
+    assert cache.lookup(100)[1]["gid"] == 7
+
+
 def test_forget_drops_the_pid(tmp_path):
     cache = ProcessCache(proc_root=str(tmp_path))
     cache.note_fork(1, 300)
