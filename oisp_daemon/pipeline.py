@@ -243,8 +243,9 @@ class Pipeline:
         process, actor = self.processes.lookup(key[0])
         event = build_ai_request(info, req, clock=self.clock, host=self.host, process=process, actor=actor)
         trace_id, results = self.correlation.on_request(key[0], info, event)
-        # the response and chunks need only the ids: keeping the whole event would pin its body
-        ids = {"event_id": event["event_id"], "data": {"request_id": event["data"]["request_id"]}}
+        # the response and chunks need only its ids and confidence: the whole event would pin its body
+        ids = {"event_id": event["event_id"], "data": {"request_id": event["data"]["request_id"]},
+               "confidence": event["confidence"]}
         exchange.note = _Pending(info, ids, trace_id)
         exchange.streaming = info.streaming  # decode its answer live (ResponseProgress)
         self.stats.ai_requests += 1
