@@ -146,7 +146,7 @@ class Pipeline:
         elif isinstance(record, rec.Fork):
             self.processes.note_fork(record.parent_pid, record.child_pid)
         elif isinstance(record, rec.Exec):
-            self.processes.note_exec(record.pid)
+            self.processes.note_exec(record.pid, record.filename, record.comm, record.uid)
         elif isinstance(record, rec.Exit):
             self._on_exit(record)
 
@@ -154,7 +154,9 @@ class Pipeline:
         self.stats.bytes += len(item.data)
         conn = self.conns.setdefault(item.key, _Conn())
         if not conn.decided:
-            # Snapshot process context while the process surely exists (it is doing TLS now).
+            # Snapshot process context while the process likely still exists (it was doing TLS),
+            # with the kernel's comm and uid for when it is already gone.
+            self.processes.note_comm(item.key[0], item.comm)
             self.processes.lookup(item.key[0])
             self.processes.note_uid(item.key[0], item.uid)  # the kernel's word, if /proc was gone
         self._steps(self.tracker.on_data(item.key, item.direction, item.data, item.ts_ns))

@@ -203,12 +203,15 @@ class ProcessCache:
             self._entries.pop(child_pid, None)
             self._store(child_pid, child)
 
-    def note_exec(self, pid: int, filename: Optional[str] = None) -> None:
+    def note_exec(self, pid: int, filename: Optional[str] = None, comm: Optional[str] = None,
+                  uid: Optional[int] = None) -> None:
         """From sched:sched_process_exec: the image changed, so re-read /proc on the next lookup;
-        `filename` is kept as the exe in case the process is gone by then."""
+        what the kernel said (file name, comm, uid) stays in case the process is gone by then."""
         with self._lock:
             entry = self._entry(pid)
-            entry.exe, entry.name, entry.cmdline = filename, None, None
+            entry.exe, entry.name, entry.cmdline = filename, comm or None, None
+            if uid is not None:
+                entry.uid = uid
             entry.loaded = False
 
     def note_uid(self, pid: int, uid: int) -> None:
@@ -219,6 +222,13 @@ class ProcessCache:
             entry = self._entry(pid)
             if entry.uid != uid:
                 entry.uid, entry.gid = uid, None  # the gid known belonged to another user
+
+    def note_comm(self, pid: int, comm: str) -> None:
+        """A capture record's comm: the process name for a process that exits before the
+        pipeline reads its /proc entry (a burst of short-lived clients)."""
+        with self._lock:
+            entry = self._entry(pid)
+            entry.name = entry.name or comm or None
 
     def forget(self, pid: int) -> None:
         """From sched:sched_process_exit: the pid may be reused by an unrelated process."""

@@ -141,6 +141,26 @@ def test_a_matching_kernel_uid_keeps_the_gid(tmp_path):
     assert cache.lookup(100)[1]["gid"] == 7
 
 
+def test_the_kernels_comm_and_uid_survive_a_quick_exit(tmp_path):
+    cache = ProcessCache(proc_root=str(tmp_path))
+    cache.note_fork(1, 210)
+    cache.note_exec(210, "/usr/bin/python3.11", "python3", 1000)
+    process, actor = cache.lookup(210)
+    assert (process["exe"], process["name"], actor["uid"]) == ("/usr/bin/python3.11", "python3", 1000)
+    cache.note_comm(220, "curl")  # no exec seen (started before the sensor), /proc gone
+    cache.note_uid(220, 1001)
+    process, actor = cache.lookup(220)
+    assert (process["name"], actor["uid"]) == ("curl", 1001)
+
+
+def test_proc_wins_over_what_the_kernel_said_while_it_exists(tmp_path):
+    fake_proc(tmp_path, 230, comm="node", cmdline=b"node\0app.js\0", exe="/usr/bin/node")
+    cache = ProcessCache(proc_root=str(tmp_path))
+    cache.note_comm(230, "node-MainThread")
+    process, _ = cache.lookup(230)
+    assert (process["name"], process["exe"]) == ("node", "/usr/bin/node")
+
+
 def test_forget_drops_the_pid(tmp_path):
     cache = ProcessCache(proc_root=str(tmp_path))
     cache.note_fork(1, 300)
