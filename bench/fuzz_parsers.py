@@ -32,7 +32,9 @@ from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo  # noqa
 from oisp_daemon.providers.families import FAMILIES  # noqa: E402
 from oisp_daemon.providers.parse import family_for, parse_request, parse_response, stream_decoder  # noqa: E402
 from oisp_daemon.providers.registry import detect_provider  # noqa: E402
-from tests.support.fixtures import fixture_host, fixture_paths, fixture_request, fixture_response, load_fixture  # noqa: E402
+from tests.support.fixtures import (  # noqa: E402
+    fixture_host, fixture_paths, fixture_request, fixture_response, http_request, http_response, load_fixture,
+)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats(allow_nan=True) | st.text(max_size=12),
@@ -42,15 +44,38 @@ JSON = st.recursive(
 
 
 def corpus() -> Dict[str, List[Dict[str, Any]]]:
-    """Recorded exchanges by the family that parses them."""
+    """Exchanges by the family that parses them: the recordings, and for the families no
+    recording covers (Hugging Face, Replicate) exchanges of the documented shapes."""
     by_family: Dict[str, List[Dict[str, Any]]] = {}
+    items = []
     for path in fixture_paths("*.json"):
         fx = load_fixture(str(path))
-        provider = detect_provider(fixture_host(fx), None) or fx["provider"]
-        family = family_for(provider, fixture_request(fx))
+        items.append((detect_provider(fixture_host(fx), None) or fx["provider"], fixture_host(fx),
+                      fixture_request(fx), fixture_response(fx)))
+    items += synthetic()
+    for provider, host, req, resp in items:
+        family = family_for(provider, req)
         if family is not None:
-            by_family.setdefault(family.FAMILY, []).append({"fx": fx, "provider": provider})
+            by_family.setdefault(family.FAMILY, []).append({"provider": provider, "host": host, "req": req, "resp": resp})
     return by_family
+
+
+def synthetic() -> List[Any]:
+    tokens = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in (
+        {"token": {"id": 1, "text": "Hel", "special": False}},
+        {"token": {"id": 2, "text": "lo", "special": False}, "generated_text": "Hello",
+         "details": {"finish_reason": "eos_token", "generated_tokens": 2}}))
+    return [
+        ("huggingface", "api-inference.huggingface.co",
+         http_request("/models/gpt2", {"inputs": "Hi", "parameters": {"max_new_tokens": 5}}),
+         http_response([{"generated_text": "Hello", "details": {"finish_reason": "length", "generated_tokens": 5}}])),
+        ("huggingface", "tgi.internal:8080", http_request("/generate_stream", {"inputs": "Hi"}),
+         http_response(tokens, content_type="text/event-stream")),
+        ("replicate", "api.replicate.com",
+         http_request("/v1/models/meta/llama/predictions", {"input": {"prompt": "Hi", "max_tokens": 9}}),
+         http_response({"id": "p", "status": "succeeded", "output": ["Hel", "lo"],
+                        "metrics": {"input_token_count": 2, "output_token_count": 2}}, status=201)),
+    ]
 
 
 @st.composite
@@ -85,11 +110,10 @@ def check_family(name: str, exchanges: List[Dict[str, Any]], seconds: float) -> 
     def run(data: Any) -> None:
         count[0] += 1
         item = data.draw(st.sampled_from(exchanges))
-        fx, provider = item["fx"], item["provider"]
-        req, resp = fixture_request(fx), fixture_response(fx)
+        provider, req, resp = item["provider"], item["req"], item["resp"]
         if data.draw(st.booleans()):
             req = dataclasses.replace(req, body=data.draw(mutated(req.body)))
-        info = parse_request(provider, req, fixture_host(fx))
+        info = parse_request(provider, req, item["host"])
         if info is None:
             return
         assert isinstance(info, AiRequestInfo)
