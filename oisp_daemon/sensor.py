@@ -24,6 +24,9 @@ from .progress import Progress
 log = logging.getLogger(__name__)
 
 _WAKE = object()  # put in the record queue so that a waiting loop runs a new command at once
+# How long a stop may spend draining the records already captured: well within systemd's
+# default stop timeout (90 s), whatever backlog a flood left on a busy machine.
+DRAIN_LIMIT_S = 15.0
 
 
 class Sensor:
@@ -48,6 +51,8 @@ class Sensor:
         self._owner = 0  # the thread in run()
         self._pipeline_counters: Dict[str, int] = {}
         self._counted_at = 0.0
+        self._stop_at: Optional[float] = None  # when stop() was asked (monotonic)
+        self._abandoned = False
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -93,6 +98,8 @@ class Sensor:
         self.reader.start()
         try:
             while True:
+                if self._stop_at is not None and time.monotonic() - self._stop_at > DRAIN_LIMIT_S:
+                    self._abandon()
                 try:
                     record = self.reader.queue.get(timeout=0.2)
                 except queue.Empty:
@@ -118,9 +125,21 @@ class Sensor:
                 pass  # records are waiting: the loop runs commands after the next one
 
     def stop(self) -> None:
-        """Finish after draining what the kernel already captured (safe in a signal handler)."""
+        """Finish after draining what the kernel already captured, for at most DRAIN_LIMIT_S
+        (safe in a signal handler)."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         if self.reader is not None:
             self.reader.stop()
+
+    def _abandon(self) -> None:
+        """The drain took too long (a backlog behind a flood, on a busy machine): what is still
+        queued is given up and counted, so that a stop stays within systemd's stop timeout."""
+        assert self.reader is not None
+        if not self._abandoned:
+            self._abandoned = True
+            count = self.reader.queue.close()
+            log.warning("stopping: gave up %d queued records after draining for %.0f s", count, DRAIN_LIMIT_S)
 
     def close(self) -> None:
         self.capture.close()
@@ -148,6 +167,7 @@ class Sensor:
         # records waiting for the pipeline, and the data dropped for a uid over its share of them
         out["queue_bytes"] = self.reader.queue.queued_bytes if self.reader is not None else 0
         out["queue_dropped_by_uid"] = self.reader.queue.dropped_by_uid() if self.reader is not None else {}
+        out["shutdown_abandoned_records"] = self.reader.queue.abandoned if self.reader is not None else 0
         return out
 
     def _refresh_counters(self) -> None:

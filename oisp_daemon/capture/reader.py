@@ -114,20 +114,28 @@ class RecordQueue:
         self._bytes = 0
         self._by_uid: Dict[int, int] = {}
         self._dropped: Dict[int, List[int]] = {}  # uid -> [bytes, records]
+        self._closed = False
+        self.abandoned = 0  # records thrown away by close() (shutdown past its drain limit)
 
     def put(self, record: rec.Record) -> bool:
         """Queue a record, waiting while the queue is full; False if it was dropped (uid share)."""
         uid = record.uid if isinstance(record, rec.DataChunk) else None
         size = RECORD_OVERHEAD + (len(record.data) if isinstance(record, rec.DataChunk) else 0)
         with self._cond:
+            if self._closed:
+                self.abandoned += 1
+                return False
             if uid is not None and self._by_uid.get(uid, 0) + size > self.uid_limit:
                 dropped = self._dropped.setdefault(uid, [0, 0])
                 dropped[0] += len(record.data)  # type: ignore[union-attr]
                 dropped[1] += 1
                 return False
             while self._items and (self._bytes + size > self.max_bytes
-                                   or len(self._items) >= self.max_records):
+                                   or len(self._items) >= self.max_records) and not self._closed:
                 self._cond.wait()
+            if self._closed:
+                self.abandoned += 1
+                return False
             self._items.append((record, size, uid))
             self._bytes += size
             if uid is not None:
@@ -161,6 +169,18 @@ class RecordQueue:
                     del self._by_uid[uid]
             self._cond.notify_all()
             return record
+
+    def close(self) -> int:
+        """Stop taking records and throw away the queued ones (a shutdown that has drained as
+        long as it may); a poller waiting in put() returns at once. Returns how many went."""
+        with self._cond:
+            self._closed = True
+            self.abandoned += len(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._by_uid.clear()
+            self._cond.notify_all()
+            return self.abandoned
 
     @property
     def queued_bytes(self) -> int:

@@ -113,3 +113,19 @@ def test_record_queue_takes_a_wake_marker_unless_full():
     with pytest.raises(queue.Full):
         q.put_nowait(marker)  # records are waiting: the consumer is awake anyway
     assert q.queued_bytes == 2 * RECORD_OVERHEAD
+
+
+
+def test_closing_the_queue_gives_up_queued_records_and_frees_a_waiting_poller():
+    q = RecordQueue(max_bytes=3 * (10 + RECORD_OVERHEAD), uid_share=1.0)
+    for seq in range(3):
+        assert q.put(_chunk(1000, 10, seq=seq))
+    done = []
+    waiter = threading.Thread(target=lambda: done.append(q.put(_chunk(2000, 10))))  # within its share
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # full: the poller waits
+    assert q.close() == 3
+    waiter.join(2)
+    assert done == [False] and q.abandoned == 4 and q.queued_bytes == 0
+    assert q.put(_chunk(1000, 10, seq=4)) is False
