@@ -201,15 +201,16 @@ def tailer_report(proc: subprocess.Popen) -> Dict[str, int]:
 
 def settled(daemon: DaemonProcess, responses: int, quiet_s: float = 3, timeout: float = 90) -> Dict[str, int]:
     """Status counters once the capture queue is empty and the pipeline has made `responses` AI
-    responses, or no record has come in for `quiet_s` (data dropped for a uid over its share makes
+    responses, or has made no AI event for `quiet_s` (data dropped for a uid over its share makes
     fewer), or after `timeout`: the daemon is done with the flood, and whatever it still holds it
-    keeps. The probes see the whole machine, so other traffic may never let the records stop."""
+    keeps. AI events, not records: the probes see the whole machine, whose TLS never stops."""
     deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
+    last, since = None, time.monotonic()
     while True:
         counters = daemon.ctl_json("status")["counters"]
-        if counters["records"] != last:
-            last, since = counters["records"], time.monotonic()
+        progress = (counters["ai_requests"], counters["ai_responses"], counters["queue_bytes"])
+        if progress != last:
+            last, since = progress, time.monotonic()
         done = counters["ai_responses"] >= responses or time.monotonic() - since > quiet_s
         if (counters["queue_bytes"] == 0 and done) or time.monotonic() > deadline:
             return counters
