@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
+from tests.integration.daemon import DaemonProcess, shared_tmpdir
+
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -162,3 +164,44 @@ def module_server(test_pki, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def module_hosts(module_server, tmp_path_factory: pytest.TempPathFactory):
     return module_server.hosts_namespace(tmp_path_factory.mktemp("hosts"))
+
+
+# A real `oisp-sensor run` per test (tests/integration/daemon.py), with a replay server, CA and
+# hosts namespace in directories every uid can read (its clients run as other users too).
+@pytest.fixture(scope="module")
+def pki():
+    """A test CA in a directory every uid can read (clients run as nobody too)."""
+    from tests.support.tls import make_pki
+
+    return make_pki(shared_tmpdir("oisp-pki-"))
+
+
+@pytest.fixture(scope="module")
+def server(pki):
+    from tests.support.replay_process import start_replay_server
+
+    srv = start_replay_server(pki, shared_tmpdir("oisp-replay-"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def hosts(server):
+    return server.hosts_namespace(shared_tmpdir("oisp-hosts-"))
+
+
+@pytest.fixture
+def daemon(request):
+    from tests.integration.conftest import cannot_run
+
+    if os.geteuid() != 0:
+        cannot_run("the daemon needs root")
+    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), getattr(request, "param", {}))
+    proc.start()
+    yield proc
+    code = proc.stop()
+    log = proc.log()
+    proc.close()
+    assert code == 0, f"daemon exited with {code}:\n{log}"
+    assert "Traceback" not in log, log
+

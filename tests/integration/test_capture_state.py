@@ -12,7 +12,6 @@ import shutil
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pytest
@@ -22,7 +21,6 @@ from oisp_ctl.client import SocketClient
 from oisp_ctl.protocol import ProtocolError
 from oisp_daemon.capture.libraries import file_identity
 from tests.integration.daemon import DaemonProcess, shared_tmpdir
-from tests.integration.test_daemon import daemon, hosts, pki, server  # noqa: F401 (fixtures)
 from tests.support import clients
 from tests.support.oisp_schema import assert_valid_event
 from tests.support.synthetic_bodies import deterministic_text, sha256_hex

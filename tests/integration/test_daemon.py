@@ -18,44 +18,6 @@ from tests.support.oisp_schema import assert_valid_event
 pytestmark = pytest.mark.bpf
 
 
-@pytest.fixture(scope="module")
-def pki():
-    """A test CA in a directory every uid can read (clients run as nobody too)."""
-    from tests.support.tls import make_pki
-
-    return make_pki(shared_tmpdir("oisp-pki-"))
-
-
-@pytest.fixture(scope="module")
-def server(pki):
-    from tests.support.replay_process import start_replay_server
-
-    srv = start_replay_server(pki, shared_tmpdir("oisp-replay-"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def hosts(server):
-    return server.hosts_namespace(shared_tmpdir("oisp-hosts-"))
-
-
-@pytest.fixture
-def daemon(request):
-    from tests.integration.conftest import cannot_run
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), getattr(request, "param", {}))
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
-
-
 def ai_call(hosts, pki, fixture: str = "openai-chat-001", uid: int = 0) -> int:
     """Run the OpenAI SDK client (as `uid`) and return its pid."""
     argv = clients.openai_client(fixture, pki.ca_file)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 from typing import Any, Dict, List
 
 import pytest

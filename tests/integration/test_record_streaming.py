@@ -11,7 +11,6 @@ the sensor hooks), so that the test decides when it reads, closes or dies.
 """
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid

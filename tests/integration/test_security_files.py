@@ -7,26 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
 from tests.integration.daemon import NOBODY, NOGROUP, USER_GID, as_user, shared_tmpdir
-from tests.integration.test_daemon import (  # noqa: F401 (fixtures)
-    ai_call,
-    daemon,
-    hosts,
-    pki,
-    server,
-    session_sink,
-    wait_for_file_events,
-)
+from tests.integration.test_daemon import ai_call, session_sink, wait_for_file_events
 
 pytestmark = pytest.mark.bpf
 

@@ -87,43 +87,6 @@ def rss(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def pki():
-    from tests.support.tls import make_pki
-
-    return make_pki(shared_tmpdir("oisp-pki-"))
-
-
-@pytest.fixture(scope="module")
-def server(pki):
-    from tests.support.replay_process import start_replay_server
-
-    srv = start_replay_server(pki, shared_tmpdir("oisp-replay-"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def hosts(server):
-    return server.hosts_namespace(shared_tmpdir("oisp-hosts-"))
-
-
-@pytest.fixture
-def daemon(request):
-    from tests.integration.conftest import cannot_run
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), getattr(request, "param", {}))
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture(scope="module")
 def prompt_file() -> Path:
     """A 4 MiB chat request for the @big-chat replay (a small answer), readable by uid 65534."""
     path = shared_tmpdir("oisp-prompt-") / "prompt.json"

@@ -18,22 +18,6 @@ pytestmark = pytest.mark.bpf
 OTHER_UID = 1  # "daemon": a second local account, not root, in no oisp group
 
 
-@pytest.fixture
-def daemon(request):
-    from tests.integration.conftest import cannot_run
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), getattr(request, "param", {}))
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
-
-
 def status_counters(daemon: DaemonProcess, uid: int = 0) -> dict:
     return daemon.ctl_json("status", uid=uid, gid=uid if uid else 65534)["counters"]
 
