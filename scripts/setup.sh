@@ -26,7 +26,8 @@ packages=(
 # no bdist_wheel without python3-wheel.
 packages+=(python3-wheel)
 if ((tests)); then
-  packages+=(curl openssl dbus polkitd zsh)
+  # gcc and libc6-dev: tests/unit/test_record_layout.py compiles the BPF record header.
+  packages+=(curl openssl dbus polkitd zsh gcc libc6-dev passwd)
   # Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)
