@@ -146,7 +146,8 @@ class Pipeline:
         elif isinstance(record, rec.Fork):
             self.processes.note_fork(record.parent_pid, record.child_pid)
         elif isinstance(record, rec.Exec):
-            self.processes.note_exec(record.pid, record.filename, record.comm, record.uid)
+            self.processes.note_exec(record.pid, record.filename, record.comm, record.uid,
+                                     record.proc_cmdline, record.proc_exe)
         elif isinstance(record, rec.Exit):
             self._on_exit(record)
 

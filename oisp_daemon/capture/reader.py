@@ -9,6 +9,7 @@ stream is then marked with a gap instead of being silently spliced.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -192,6 +193,28 @@ class RecordQueue:
             return {str(uid): {"bytes": b, "records": r} for uid, (b, r) in sorted(self._dropped.items())}
 
 
+MAX_PROC_CMDLINE = 64 * 1024
+
+
+def snapshot_exec(record: rec.Exec, proc_root: str = "/proc") -> None:
+    """Read the new image's command line and executable right away, on the poller thread.
+
+    The pipeline reads /proc only when it reaches the process's first AI request, and behind a
+    burst (or simply for a client like curl that finishes in milliseconds) the process is gone
+    by then: its cmdline would be lost. Execs are rare, so this costs little.
+    """
+    base = f"{proc_root}/{record.pid}"
+    try:
+        with open(f"{base}/cmdline", "rb") as fh:
+            record.proc_cmdline = fh.read(MAX_PROC_CMDLINE)
+    except OSError:
+        pass
+    try:
+        record.proc_exe = os.readlink(f"{base}/exe")
+    except OSError:
+        pass
+
+
 class RingReader:
     """Poller thread: ring buffer -> bounded queue of decoded records.
 
@@ -211,6 +234,8 @@ class RingReader:
     def _on_record(self, ptr: int, size: int) -> None:
         record = rec.decode(ptr, size)
         if record is not None:
+            if isinstance(record, rec.Exec):
+                snapshot_exec(record)
             self.queue.put(record)
 
     def _run(self) -> None:

@@ -102,6 +102,10 @@ class Exec:
     comm: str
     uid: int
     ts_ns: int
+    # /proc/<pid>/cmdline and exe, read by the ring poller as the record arrives (see
+    # reader.snapshot_exec): a short-lived client is often gone by the time the pipeline gets here.
+    proc_cmdline: bytes = b""
+    proc_exe: Optional[str] = None
 
 
 @dataclass

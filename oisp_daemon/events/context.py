@@ -204,12 +204,14 @@ class ProcessCache:
             self._store(child_pid, child)
 
     def note_exec(self, pid: int, filename: Optional[str] = None, comm: Optional[str] = None,
-                  uid: Optional[int] = None) -> None:
+                  uid: Optional[int] = None, cmdline: bytes = b"", exe: Optional[str] = None) -> None:
         """From sched:sched_process_exec: the image changed, so re-read /proc on the next lookup;
-        what the kernel said (file name, comm, uid) stays in case the process is gone by then."""
+        what the kernel said (file name, comm, uid) and what /proc showed at the exec (command
+        line, executable) stay in case the process is gone by then."""
         with self._lock:
             entry = self._entry(pid)
-            entry.exe, entry.name, entry.cmdline = filename, comm or None, None
+            entry.exe, entry.name = exe or filename, comm or None
+            entry.cmdline = cmdline_from_proc(cmdline) if cmdline else None
             if uid is not None:
                 entry.uid = uid
             entry.loaded = False

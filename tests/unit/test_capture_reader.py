@@ -129,3 +129,18 @@ def test_closing_the_queue_gives_up_queued_records_and_frees_a_waiting_poller():
     waiter.join(2)
     assert done == [False] and q.abandoned == 4 and q.queued_bytes == 0
     assert q.put(_chunk(1000, 10, seq=4)) is False
+
+
+def test_an_exec_is_snapshotted_from_proc_as_it_arrives(tmp_path):
+    from oisp_daemon.capture.reader import snapshot_exec
+
+    proc = tmp_path / "4242"
+    proc.mkdir()
+    (proc / "cmdline").write_bytes(b"curl\0-H\0Authorization: Bearer k\0")
+    (proc / "exe").symlink_to("/usr/bin/curl")
+    record = rec.Exec(4242, "/usr/bin/curl", "curl", 65534, 1)
+    snapshot_exec(record, proc_root=str(tmp_path))
+    assert record.proc_cmdline == b"curl\0-H\0Authorization: Bearer k\0" and record.proc_exe == "/usr/bin/curl"
+    gone = rec.Exec(4243, "/usr/bin/true", "true", 0, 1)
+    snapshot_exec(gone, proc_root=str(tmp_path))  # already gone: nothing, no error
+    assert gone.proc_cmdline == b"" and gone.proc_exe is None

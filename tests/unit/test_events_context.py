@@ -161,6 +161,13 @@ def test_proc_wins_over_what_the_kernel_said_while_it_exists(tmp_path):
     assert (process["name"], process["exe"]) == ("node", "/usr/bin/node")
 
 
+def test_the_command_line_read_at_exec_survives_a_quick_exit(tmp_path):
+    cache = ProcessCache(proc_root=str(tmp_path))
+    cache.note_exec(240, "/work/.venv/bin/python", "python", 0, b"python\0client.py\0--ca\0ca.pem\0", "/usr/bin/python3.11")
+    process, _ = cache.lookup(240)
+    assert (process["exe"], process["cmdline"]) == ("/usr/bin/python3.11", "python client.py --ca ca.pem")
+
+
 def test_forget_drops_the_pid(tmp_path):
     cache = ProcessCache(proc_root=str(tmp_path))
     cache.note_fork(1, 300)
