@@ -57,6 +57,18 @@ def whole_file(sensor) -> str:
     return sensor.output.read_text(encoding="utf-8")
 
 
+@pytest.fixture
+def caught_up(sensor, module_hosts, test_pki):
+    """The session sensor, once it has caught up with what earlier tests made it capture (a
+    flood of 4 MiB prompts leaves minutes of backlog on a small VM): a canary request's events
+    must be out. A client gone before the sensor reached its exec has no command line to show,
+    so these tests start on a sensor that is not behind."""
+    result = clients.run_client(module_hosts, clients.openai_client("openai-chat-001", test_pki.ca_file))
+    result.check()
+    sensor.wait_for(lambda events: sum(e["event_type"] == "ai.response" for e in events) >= 1, pid=result.pid, timeout=300)
+    return sensor
+
+
 def ai_events(sensor, pid: int) -> List[dict]:
     events = sensor.wait_for_types(pid, ai_request=1, ai_response=1)
     for event in events:
@@ -65,7 +77,8 @@ def ai_events(sensor, pid: int) -> List[dict]:
     return [e for e in events if e["event_type"] in ("ai.request", "ai.response")]
 
 
-def test_keys_in_a_users_curl_command_line_never_reach_the_jsonl(sensor, module_hosts, public_ca):
+def test_keys_in_a_users_curl_command_line_never_reach_the_jsonl(caught_up, module_hosts, public_ca):
+    sensor = caught_up
     keys = fresh_keys("bearer", "api-key", "x-api-key", "apim", "cookie-b", "cookie-h", "json-api_key",
                       "json-token", "json-password", "json-secret", "query-api_key", "query-token",
                       "query-key", "user")
@@ -116,7 +129,8 @@ CODE = (
 )
 
 
-def test_keys_as_options_assignments_and_urls_in_a_users_argv_never_reach_the_jsonl(sensor, module_hosts, public_ca):
+def test_keys_as_options_assignments_and_urls_in_a_users_argv_never_reach_the_jsonl(caught_up, module_hosts, public_ca):
+    sensor = caught_up
     keys = fresh_keys("api-key-opt", "token-eq", "password", "user", "openai-env", "azure-env", "bearer-arg",
                       "query", "json", "oauth2", "url-password", "env-var")
     argv = NOBODY + [
