@@ -20,9 +20,9 @@ from oisp_daemon.providers.endpoint import request_path
 from oisp_daemon.providers.errors import ErrorInfo
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.family import Route
-from oisp_daemon.providers.fields import as_dict, as_int, as_list, as_number, as_str, nonempty
+from oisp_daemon.providers.fields import as_dict, as_int, as_list, as_str, nonempty
 from oisp_daemon.providers.parsing import set_error, start_request, start_response
-from oisp_daemon.providers.prompt import make_message, system_prompt
+from oisp_daemon.providers.prompt import make_message, named_parameters, system_prompt
 from oisp_daemon.providers.stream import AwsEventStream, JsonEvent, StreamDecoder, decode_whole
 
 # The ApiFamily interface (providers/family.py).
@@ -110,7 +110,7 @@ def _converse_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
     choice = as_dict(as_dict(body.get("toolConfig")).get("toolChoice"))
     info.tool_choice = "auto" if "auto" in choice else "required" if "any" in choice else "specific" if "tool" in choice else None
     config = as_dict(body.get("inferenceConfig"))
-    info.parameters = _parameters(config, temperature="temperature", top_p="topP", max_tokens="maxTokens", stop="stopSequences")
+    info.parameters = named_parameters(config, temperature="temperature", top_p="topP", max_tokens="maxTokens", stop="stopSequences")
 
 
 def _converse_messages(raw: Dict[str, Any]) -> List[Message]:
@@ -134,22 +134,6 @@ def _converse_messages(raw: Dict[str, Any]) -> List[Message]:
     return messages
 
 
-def _parameters(config: Dict[str, Any], **keys: str) -> Dict[str, Any]:
-    """OISP parameters from a native or Converse config, given each parameter's key there."""
-    params: Dict[str, Any] = {}
-    for name in ("temperature", "top_p"):
-        number = as_number(config.get(keys.get(name, name)))
-        if number is not None:
-            params[name] = number
-    count = as_int(config.get(keys.get("max_tokens", "max_tokens")))
-    if count is not None:
-        params["max_tokens"] = count
-    stop = config.get(keys.get("stop", "stop"))
-    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
-        params["stop"] = list(stop)
-    return params
-
-
 def _invoke_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
     family = _model_family(info.model or "")
     if family == "anthropic":
@@ -160,14 +144,14 @@ def _invoke_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
         return
     if family == "amazon" and "messages" in body:  # Nova: a Converse-like body
         _converse_request(info, body)
-        info.parameters.update(_parameters(as_dict(body.get("inferenceConfig")), max_tokens="max_new_tokens", top_p="topP",
+        info.parameters.update(named_parameters(as_dict(body.get("inferenceConfig")), max_tokens="max_new_tokens", top_p="topP",
                                            stop="stopSequences"))
         return
     if family == "amazon":  # Titan text and embeddings
         text = as_str(body.get("inputText"))
         info.messages = [Message(role="user", content=text)] if text is not None else []
         info.input_count = 1 if _embedding(info.model or "") else None
-        info.parameters = _parameters(as_dict(body.get("textGenerationConfig")), max_tokens="maxTokenCount", top_p="topP",
+        info.parameters = named_parameters(as_dict(body.get("textGenerationConfig")), max_tokens="maxTokenCount", top_p="topP",
                                       stop="stopSequences")
         return
     if family == "cohere" and isinstance(body.get("texts"), list):
@@ -180,7 +164,7 @@ def _invoke_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
         info.system_prompt = system_prompt(info.messages)
     elif isinstance(body.get("prompt"), str):
         info.messages = [Message(role="user", content=body["prompt"])]
-    info.parameters = _parameters(body, max_tokens="max_gen_len" if family == "meta" else "max_tokens", top_p="top_p" if family != "cohere" else "p")
+    info.parameters = named_parameters(body, max_tokens="max_gen_len" if family == "meta" else "max_tokens", top_p="top_p" if family != "cohere" else "p")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from oisp_daemon.providers.endpoint import request_path
 from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.family import Route
-from oisp_daemon.providers.fields import as_dict, as_int, as_list, as_number, as_str, nonempty
+from oisp_daemon.providers.fields import as_dict, as_int, as_list, as_str, nonempty
 from oisp_daemon.providers.parsing import set_error, start_request, start_response
+from oisp_daemon.providers.prompt import named_parameters
 from oisp_daemon.providers.stream import JsonArray, JsonEvent, SseJson, StreamDecoder, decode_whole
 
 # The ApiFamily interface (providers/family.py).
@@ -97,7 +98,9 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
                 info.tools.append(ToolDefinition(name=builtin, type="other"))
     mode = as_str(as_dict(as_dict(body.get("toolConfig")).get("functionCallingConfig")).get("mode"))
     info.tool_choice = _TOOL_CHOICES.get((mode or "").upper()) if mode else None
-    info.parameters = _parameters(as_dict(body.get("generationConfig")))
+    info.parameters = named_parameters(as_dict(body.get("generationConfig")), top_p="topP", max_tokens="maxOutputTokens",
+                                       stop="stopSequences", frequency_penalty="frequencyPenalty",
+                                       presence_penalty="presencePenalty")
     return info
 
 
@@ -140,22 +143,6 @@ def _request_messages(content: Dict[str, Any]) -> List[Message]:
         messages.append(Message(role="tool", name=as_str(response.get("name")), tool_call_id=as_str(response.get("id")),
                                 content=json.dumps(payload) if payload is not None else None))
     return messages
-
-
-def _parameters(config: Dict[str, Any]) -> Dict[str, Any]:
-    params: Dict[str, Any] = {}
-    for key, name in (("temperature", "temperature"), ("topP", "top_p"), ("frequencyPenalty", "frequency_penalty"),
-                      ("presencePenalty", "presence_penalty")):
-        number = as_number(config.get(key))
-        if number is not None:
-            params[name] = number
-    count = as_int(config.get("maxOutputTokens"))
-    if count is not None:
-        params["max_tokens"] = count
-    stop = config.get("stopSequences")
-    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
-        params["stop"] = list(stop)
-    return params
 
 
 # ---------------------------------------------------------------------------------------------

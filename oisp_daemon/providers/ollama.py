@@ -15,9 +15,9 @@ from oisp_daemon.decode.messages import HttpRequest, HttpResponse
 from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.family import Route
-from oisp_daemon.providers.fields import as_dict, as_int, as_list, as_number, as_str, nonempty
+from oisp_daemon.providers.fields import as_dict, as_int, as_list, as_str, nonempty
 from oisp_daemon.providers.parsing import route_post, set_error, start_request, start_response
-from oisp_daemon.providers.prompt import make_message, system_prompt
+from oisp_daemon.providers.prompt import make_message, named_parameters, system_prompt
 from oisp_daemon.providers.stream import JsonEvent, JsonLines, StreamDecoder, decode_whole
 
 # The ApiFamily interface (providers/family.py).
@@ -76,23 +76,8 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     else:
         inputs = body.get("input", body.get("prompt"))
         info.input_count = len(inputs) if isinstance(inputs, list) else 1
-    info.parameters = _parameters(as_dict(body.get("options")))
+    info.parameters = named_parameters(as_dict(body.get("options")), max_tokens="num_predict")
     return info
-
-
-def _parameters(options: Dict[str, Any]) -> Dict[str, Any]:
-    params: Dict[str, Any] = {}
-    for key in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
-        number = as_number(options.get(key))
-        if number is not None:
-            params[key] = number
-    count = as_int(options.get("num_predict"))
-    if count is not None:
-        params["max_tokens"] = count
-    stop = options.get("stop")
-    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
-        params["stop"] = list(stop)
-    return params
 
 
 def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:

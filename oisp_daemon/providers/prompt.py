@@ -71,3 +71,24 @@ def sampling_parameters(body: Dict[str, Any], max_tokens_keys: Iterable[str], st
     elif isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
         params["stop"] = list(stop)
     return params
+
+
+_NUMBER_PARAMETERS = ("temperature", "top_p", "frequency_penalty", "presence_penalty")
+
+
+def named_parameters(config: Dict[str, Any], **keys: str) -> Dict[str, Any]:
+    """OISP `parameters` from a config whose field names are the API's own: `keys` maps an OISP
+    name (temperature, top_p, frequency_penalty, presence_penalty, max_tokens, stop) to the
+    API's field for it; an unmapped name is looked up as it is."""
+    params: Dict[str, Any] = {}
+    for name in _NUMBER_PARAMETERS:
+        number = as_number(config.get(keys.get(name, name)))
+        if number is not None:
+            params[name] = number
+    count = as_int(config.get(keys.get("max_tokens", "max_tokens")))
+    if count is not None:
+        params["max_tokens"] = count
+    stop = config.get(keys.get("stop", "stop"))
+    if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
+        params["stop"] = list(stop)
+    return params
