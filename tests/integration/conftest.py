@@ -205,3 +205,22 @@ def daemon(request):
     assert code == 0, f"daemon exited with {code}:\n{log}"
     assert "Traceback" not in log, log
 
+
+@pytest.fixture
+def bus_daemon():
+    """A real daemon on a private system bus with the project's policy: (daemon, bus address)."""
+    from tests.support.private_bus import private_bus
+
+    if os.geteuid() != 0:
+        cannot_run("the daemon needs root")
+    with private_bus() as bus:
+        proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {}, dbus_address=bus.address)
+        proc.start()
+        try:
+            yield proc, bus.address
+        finally:
+            code = proc.stop()
+            log = proc.log()
+            proc.close()
+    assert code == 0, f"daemon exited with {code}:\n{log}"
+    assert "Traceback" not in log, log

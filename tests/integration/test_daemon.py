@@ -3,14 +3,13 @@ over the real Unix socket and a private D-Bus system bus that includes the proje
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon import ADMIN_GID, ADMIN_GROUP, NOBODY, USER_GID, USER_GROUP, DaemonProcess, as_user, shared_tmpdir
+from tests.integration.daemon import ADMIN_GID, ADMIN_GROUP, NOBODY, USER_GID, USER_GROUP, DaemonProcess, as_user
 from tests.support import clients
 from tests.support.node import static_node
 from tests.support.oisp_schema import assert_valid_event
@@ -188,24 +187,6 @@ def test_control_socket_missing_says_is_the_daemon_running(tmp_path):
 
 
 # -- D-Bus --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bus_daemon():
-    from tests.integration.conftest import cannot_run
-    from tests.support.private_bus import private_bus
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    with private_bus() as bus:
-        proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {}, dbus_address=bus.address)
-        proc.start()
-        try:
-            yield proc, bus.address
-        finally:
-            code = proc.stop()
-            proc.close()
-            assert code == 0, proc.log()
 
 
 def test_dbus_applies_the_same_authorization(bus_daemon):

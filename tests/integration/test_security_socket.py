@@ -164,26 +164,6 @@ def test_a_lone_surrogate_id_before_hello_is_answered_too(daemon):
     assert replies[1]["ok"] is True
 
 
-@pytest.fixture
-def bus_daemon():
-    from tests.integration.conftest import cannot_run
-    from tests.support.private_bus import private_bus
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    with private_bus() as bus:
-        proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {}, dbus_address=bus.address)
-        proc.start()
-        try:
-            yield proc, bus.address
-        finally:
-            code = proc.stop()
-            log = proc.log()
-            proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
-
-
 BUS_MALFORMED = [
     ("StartSession", "ss", ["n", '{"sink": "x"}'], "invalid_argument"),
     ("StartSession", "ss", ["n", '{"sink": {"path": 1}, "filters": []}'], "invalid_argument"),
