@@ -203,7 +203,12 @@ class Daemon:
         assert self.sensor is not None
         self.view = CaptureView(
             probes=tuple(
-                {"path": a.target.path, "origin": a.target.origin, "symbols": list(a.probes)}
+                {
+                    "path": a.target.shown_path,
+                    "origin": a.target.origin,
+                    "libraries": [scan.library for scan in a.target.scans],
+                    "symbols": list(a.probes),
+                }
                 for a in self.sensor.capture.attached
             ),
             binary_paths=tuple(sorted(set(self._wanted_paths()))),

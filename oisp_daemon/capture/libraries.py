@@ -1,52 +1,48 @@
-"""Find the TLS libraries (and statically linked binaries) to put uprobes on.
+"""Which files to put uprobes on, and what each family found in them.
 
 A uprobe on a file applies to every process that maps it, now and later, so attaching to the
-system's libssl once covers every dynamically linked client. Binaries that carry OpenSSL inside
-(e.g. Node.js builds) are given by path in the config and probed the same way.
+system's libssl once covers every dynamically linked client; discovery (capture/discovery.py)
+adds the copies and static builds that running processes map.
 
 The kernel keeps uprobes on the inode, not on the path: two paths to one file (a symlink, /lib
-and /usr/lib on a merged-/usr system, a hard link, a bind mount) attached twice would report
-every call twice. So a target is identified by the (device, inode) its path leads to.
+and /usr/lib on a merged-/usr system, a hard link, a bind mount, /proc/PID/root/...) attached
+twice would report every call twice. So a target is identified by the (device, inode) its path
+leads to.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import stat
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import Symbol
+from .elf_image import ElfImage, Identity, NotElf, Version
+from .families import FAMILIES
+from .probe_table import Scan
 
-# Probe points and the BPF function attached to each: (symbol, entry fn, return fn).
-OPENSSL_PROBES = (
-    ("SSL_write", "probe_ssl_write_int", None),
-    ("SSL_write_ex", "probe_ssl_write", None),
-    ("SSL_read", "probe_ssl_read_int_enter", "probe_ssl_read_return"),
-    ("SSL_read_ex", "probe_ssl_read_enter", "probe_ssl_read_return"),
-    ("SSL_set_fd", "probe_ssl_set_fd", None),
-    ("SSL_free", "probe_ssl_free", None),
-)
+log = logging.getLogger(__name__)
 
 _LIBSSL_RE = re.compile(r"^\s*(libssl\.so\.[0-9.]+) \(([^)]*)\) => (\S+)$")
-
-Identity = Tuple[int, int]  # (st_dev, st_ino) of the file a path leads to, links followed
 
 
 @dataclass
 class TlsTarget:
-    path: str  # resolved path of the library or binary (what the probes are attached by)
+    path: str  # a path the daemon can open now (what the probes are attached by)
     identity: Identity
-    symbols: List[str] = field(default_factory=list)  # probe symbols it exports
-    origin: str = "system"  # system | config
+    scans: List[Scan] = field(default_factory=list)  # attachable findings, one per family
+    origin: str = "system"  # system | config | discovered
+    shown_path: str = ""  # the path as the process sees it (in its own mount namespace)
 
+    def __post_init__(self) -> None:
+        self.shown_path = self.shown_path or self.path
 
-def _defines(sym: Optional[Symbol]) -> bool:
-    return sym is not None and sym["st_shndx"] != "SHN_UNDEF" and bool(sym["st_value"])
+    @property
+    def families(self) -> List[str]:
+        return [s.family for s in self.scans]
 
 
 def file_identity(path: str) -> Optional[Identity]:
@@ -58,39 +54,6 @@ def file_identity(path: str) -> Optional[Identity]:
     if not stat.S_ISREG(st.st_mode):
         return None
     return (st.st_dev, st.st_ino)
-
-
-def exported_symbols(path: str, wanted: Iterable[str]) -> List[str]:
-    """The subset of `wanted` that `path` defines (dynamic or static symbol table)."""
-    want: Set[str] = set(wanted)
-    found: Set[str] = set()
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            # The dynamic symbols through their hash table, one lookup per name: walking the
-            # tables of a big binary (Node: about 90k dynamic and 140k static symbols) takes
-            # pyelftools tens of seconds, which a `binary-paths add` would wait for.
-            hashed = elf.get_section_by_name(".gnu.hash") or elf.get_section_by_name(".hash")
-            if hashed is not None:
-                found = {name for name in want if _defines(hashed.get_symbol(name))}
-            # Only a file that exports none of them is searched symbol by symbol: its static table
-            # has them when it links OpenSSL in without exporting it.
-            if found:
-                tables = []
-            elif hashed is not None:
-                tables = [".symtab"]
-            else:
-                tables = [".dynsym", ".symtab"]
-            for section_name in tables:
-                section = elf.get_section_by_name(section_name)
-                if section is None:
-                    continue
-                for sym in section.iter_symbols():
-                    if sym.name in want and _defines(sym):
-                        found.add(sym.name)
-    except (OSError, ELFError):
-        return []
-    return [s for s in wanted if s in found]
 
 
 def system_libssl(ldconfig_output: Optional[str] = None) -> List[str]:
@@ -112,29 +75,59 @@ def system_libssl(ldconfig_output: Optional[str] = None) -> List[str]:
     return paths
 
 
-@functools.lru_cache(maxsize=64)
-def _probe_symbols(path: str, _version: Tuple[int, int, int, int]) -> Tuple[str, ...]:
-    """Probe symbols of a file version (device, inode, size, mtime): a reload re-reads only
-    files that changed, instead of parsing every ELF symbol table again."""
-    return tuple(exported_symbols(path, [p[0] for p in OPENSSL_PROBES]))
+def scan_image(image: ElfImage) -> List[Scan]:
+    """Every family's findings in one file, in registry order (a family that fails on an odd
+    file is logged and skipped: one bad scanner must not hide the others)."""
+    scans = []
+    for family in FAMILIES:
+        try:
+            found = family.scan(image)
+        except Exception:  # noqa: BLE001 - a scanner bug must not stop discovery
+            log.exception("the %s scan of %s failed", family.name, image.path)
+            continue
+        if found is not None:
+            scans.append(found)
+    return scans
 
 
-def probe_target(path: str, origin: str) -> Optional[TlsTarget]:
-    """The target `path` leads to, or None when it is no regular file or defines no probe symbol."""
-    real = os.path.realpath(path)
+@functools.lru_cache(maxsize=4096)
+def _scan_version(path: str, _version: Version) -> Tuple[Scan, ...]:
+    """Scans of one file version (device, inode, size, mtime): a file is read once however many
+    processes map it, and again only when it changes. Files that are no ELF scan as ()."""
     try:
-        st = os.stat(real)
+        with ElfImage(path) as image:
+            return tuple(scan_image(image))
+    except NotElf:
+        return ()
+
+
+def scan_file(path: str) -> List[Scan]:
+    """What every family finds in the file at `path` (cached per file version)."""
+    try:
+        st = os.stat(path)
     except (OSError, ValueError):
-        return None
+        return []
     if not stat.S_ISREG(st.st_mode):
+        return []
+    return list(_scan_version(path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))
+
+
+def probe_target(path: str, origin: str, shown_path: str = "") -> Optional[TlsTarget]:
+    """The target `path` leads to, or None when it is no regular file or nothing in it can be
+    probed."""
+    real = os.path.realpath(path) if not path.startswith("/proc/") else path
+    identity = file_identity(real)
+    if identity is None:
         return None
-    symbols = _probe_symbols(real, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-    return TlsTarget(real, (st.st_dev, st.st_ino), list(symbols), origin) if symbols else None
+    scans = [s for s in scan_file(real) if s.attachable]
+    if not scans:
+        return None
+    return TlsTarget(real, identity, scans, origin, shown_path or real)
 
 
 def discover(extra_paths: Iterable[str] = ()) -> List[TlsTarget]:
     """System libssl plus configured binaries, each file once (by device and inode, so the first
-    path to a file names it), with their symbols."""
+    path to a file names it), with their scans."""
     targets: Dict[Identity, TlsTarget] = {}
     for origin, paths in (("system", system_libssl()), ("config", list(extra_paths))):
         for path in paths:

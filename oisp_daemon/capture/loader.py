@@ -1,7 +1,9 @@
-"""Compile bpf/tls_capture.c with bcc, attach it, and expose the maps user space writes.
+"""Compile the BPF programs with bcc, attach them, and expose the maps user space writes.
 
-Modelled on bcc's tools/*.py: the C lives in bpf/, this module owns the BPF object. Importing
-bcc is deferred to `load()` so that the rest of the daemon (and its tests) import without it.
+Modelled on bcc's tools/*.py: the C lives in bpf/, this module owns the BPF object. One object
+is compiled from bpf/emit.h (the shared emit path), bpf/process.c and each family's file, so the
+ring, filters and counters exist once. Importing bcc is deferred to `load()` so that the rest of
+the daemon (and its tests) import without it.
 """
 from __future__ import annotations
 
@@ -12,11 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from . import kheaders, tracefs
-from .libraries import OPENSSL_PROBES, Identity, TlsTarget
+from .elf_image import Identity
+from .families import bpf_files, family
+from .libraries import TlsTarget
+from .probe_table import RETURN_URETPROBE
 
 log = logging.getLogger(__name__)
 
-BPF_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf", "tls_capture.c")
+BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bpf")
+INSTALLED_BPF_DIR = "/usr/share/oisp-sensor/bpf"
+# The initial pid namespace's inode number (PROC_PID_INIT_INO): a daemon outside it (in a
+# container) has the kernel translate pids into its own namespace.
+INIT_PID_NS_INO = 0xEFFFFFFC
 # uids whose lost bytes the kernel counts separately (an LRU map: the totals stay exact beyond it)
 LOST_UIDS = 4096
 
@@ -34,13 +43,14 @@ class CaptureOptions:
     uid: Optional[int] = None
     comm: Optional[str] = None
     cache_dir: str = "/var/cache/oisp-sensor"
-    source: str = BPF_SOURCE
+    bpf_dir: str = BPF_DIR
 
 
 @dataclass
 class Attached:
     target: TlsTarget
-    probes: List[str] = field(default_factory=list)
+    probes: List[str] = field(default_factory=list)  # the points attached (e.g. "SSL_write")
+    events: List[bytes] = field(default_factory=list)  # bcc's uprobe event names, for detach
 
 
 class ConnKey(ctypes.Structure):
@@ -63,12 +73,35 @@ def _ring_pages(ring_bytes: int) -> int:
     return 1 << (pages - 1).bit_length()
 
 
-def bpf_source(path: str = BPF_SOURCE) -> str:
-    for candidate in (path, "/usr/share/oisp-sensor/bpf/tls_capture.c"):
-        if os.path.isfile(candidate):
-            with open(candidate, encoding="utf-8") as fh:
-                return fh.read()
-    raise CaptureError(f"BPF source not found at {path}")
+def bpf_dir(preferred: str = BPF_DIR) -> str:
+    """The directory holding emit.h and the probe files: the checkout's, else the package's."""
+    for candidate in (preferred, INSTALLED_BPF_DIR):
+        if os.path.isfile(os.path.join(candidate, "emit.h")):
+            return candidate
+    raise CaptureError(f"BPF sources not found in {preferred} or {INSTALLED_BPF_DIR}")
+
+
+def bpf_program(directory: str) -> str:
+    """The one program text: emit.h, the process tracepoints, then every family's probes."""
+    parts = []
+    for name in ("emit.h", "process.c") + bpf_files():
+        with open(os.path.join(directory, name), encoding="utf-8") as fh:
+            parts.append(f"// ---- {name}\n{fh.read()}")
+    return "\n".join(parts)
+
+
+def pid_namespace_flags() -> List[str]:
+    """cflags naming the daemon's pid namespace when it is not the initial one."""
+    try:
+        st = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return []
+    if st.st_ino == INIT_PID_NS_INO:
+        return []
+    # the kernel compares the namespace file system's device in its own encoding
+    dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
+    log.info("in a pid namespace (inode %d): pids are reported as this namespace numbers them", st.st_ino)
+    return [f"-DPIDNS_DEV={dev}ULL", f"-DPIDNS_INO={st.st_ino}ULL"]
 
 
 class TlsCapture:
@@ -105,9 +138,9 @@ class TlsCapture:
             f"-DMAX_THREADS={self.options.max_threads}",
             f"-DLOST_UIDS={LOST_UIDS}",
             "-Wno-macro-redefined",
-        ]
+        ] + pid_namespace_flags()
         try:
-            self._bpf = BPF(text=bpf_source(self.options.source), cflags=cflags)
+            self._bpf = BPF(text=bpf_program(bpf_dir(self.options.bpf_dir)), cflags=cflags)
         except Exception as exc:  # bcc raises bare Exception for compile errors
             raise CaptureError(f"compiling the BPF programs failed: {exc}") from exc
         cont = self._bpf.load_func("continue_emit", BPF.KPROBE)
@@ -130,36 +163,48 @@ class TlsCapture:
         return next((a for a in self.attached if a.target.identity == identity), None)
 
     def attach_target(self, target: TlsTarget) -> Attached:
-        """Probe a file once: a file already attached (by any path to it) is returned as it is."""
+        """Probe a file once: a file already attached (by any path to it) is returned as it is.
+        Each point of each family's scan gets its entry probe and its return probe(s): a
+        uretprobe, or a uprobe on every RET instruction where the family asks for that."""
         existing = self.attached_file(target.identity)
         if existing is not None:
             return existing
         done = Attached(target)
-        for symbol, entry_fn, return_fn in OPENSSL_PROBES:
-            if symbol not in target.symbols:
-                continue
-            try:
-                self._bpf.attach_uprobe(name=target.path, sym=symbol, fn_name=entry_fn)
-                if return_fn:
-                    self._bpf.attach_uretprobe(name=target.path, sym=symbol, fn_name=return_fn)
-            except Exception as exc:  # bcc raises bare Exception
-                log.warning("cannot probe %s in %s: %s", symbol, target.path, exc)
-                continue
-            done.probes.append(symbol)
+        for scan in target.scans:
+            fam = family(scan.family)
+            for loc in scan.locations:
+                point = fam.point(loc.point)
+                before = set(self._bpf.uprobe_fds)
+                try:
+                    if point.entry_fn:
+                        self._bpf.attach_uprobe(name=target.path, addr=loc.address, fn_name=point.entry_fn)
+                    if point.return_fn and point.return_at == RETURN_URETPROBE:
+                        self._bpf.attach_uretprobe(name=target.path, addr=loc.address, fn_name=point.return_fn)
+                    elif point.return_fn:
+                        for ret in loc.returns:
+                            self._bpf.attach_uprobe(name=target.path, addr=ret, fn_name=point.return_fn)
+                except Exception as exc:  # bcc raises bare Exception
+                    log.warning("cannot probe %s in %s: %s", loc.point, target.path, exc)
+                    for event in set(self._bpf.uprobe_fds) - before:
+                        self._detach_event(event)
+                    continue
+                done.events.extend(set(self._bpf.uprobe_fds) - before)
+                done.probes.append(loc.point)
         if done.probes:
             self.attached.append(done)
         return done
 
+    def _detach_event(self, event: bytes) -> None:
+        try:
+            self._bpf.detach_uprobe_event(event)
+        except Exception as exc:  # bcc raises bare Exception
+            log.warning("cannot detach %s: %s", event, exc)
+
     def detach_target(self, attached: Attached) -> None:
-        """Remove a target's uprobes (a binary path taken out of the configuration)."""
-        returns = {symbol: return_fn for symbol, _entry, return_fn in OPENSSL_PROBES}
-        for symbol in attached.probes:
-            try:
-                self._bpf.detach_uprobe(name=attached.target.path, sym=symbol)
-                if returns[symbol]:
-                    self._bpf.detach_uretprobe(name=attached.target.path, sym=symbol)
-            except Exception as exc:  # bcc raises bare Exception
-                log.warning("cannot detach %s from %s: %s", symbol, attached.target.path, exc)
+        """Remove a target's uprobes. By event name, not path: the file may be reachable no
+        longer (the last process mapping it from its container has gone)."""
+        for event in attached.events:
+            self._detach_event(event)
         self.attached.remove(attached)
 
     @property

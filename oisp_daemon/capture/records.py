@@ -1,4 +1,4 @@
-"""Decoding of the records bpf/tls_capture.c writes into the ring buffer.
+"""Decoding of the records the BPF programs (bpf/emit.h) write into the ring buffer.
 
 The C source is the one definition of the record format: RecHdr mirrors `struct rec_hdr` field
 for field, the REC_* kinds mirror `enum record_kind`, and MAX_CHUNK is its CHUNK_LARGE.

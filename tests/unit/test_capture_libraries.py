@@ -8,6 +8,8 @@ import time
 import pytest
 
 from oisp_daemon.capture import libraries
+from oisp_daemon.capture.elf_image import ElfImage
+from oisp_daemon.capture.families import family
 from oisp_daemon.capture.loader import Attached, CaptureOptions, TlsCapture
 from tests.support.node import static_node
 
@@ -26,31 +28,41 @@ def test_ldconfig_lists_only_this_architectures_libssl():
         assert paths == ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/opt/old/libssl.so.1.1"]
 
 
+OPENSSL_POINTS = {p.name for p in family("openssl").points}
+
+
+def points(target):
+    return {loc.point for scan in target.scans for loc in scan.locations}
+
+
 def test_system_libssl_exports_every_probe_symbol():
     targets = [t for t in libraries.discover() if t.origin == "system"]
     assert targets, "no system libssl found (apt-get install libssl3)"
-    assert set(targets[0].symbols) == {p[0] for p in libraries.OPENSSL_PROBES}
+    assert targets[0].families == ["openssl"]
+    assert points(targets[0]) == OPENSSL_POINTS
+    assert all(loc.method == "symbol" for loc in targets[0].scans[0].locations)
 
 
 def test_a_file_without_openssl_is_not_a_target(tmp_path):
-    assert libraries.exported_symbols("/bin/true", ["SSL_write"]) == []
+    assert [s.family for s in libraries.scan_file("/bin/true")] == []
     junk = tmp_path / "junk.so"
     junk.write_bytes(b"not an elf file")
-    assert libraries.exported_symbols(str(junk), ["SSL_write"]) == []
+    assert libraries.scan_file(str(junk)) == []
+    assert libraries.probe_target(str(junk), "config") is None
 
 
 def test_configured_binary_that_links_openssl_statically_is_probed():
     node_path = static_node()  # the "Node from nvm" case
     targets = {t.path: t for t in libraries.discover([node_path, node_path])}
     node = targets[node_path]
-    assert node.origin == "config" and "SSL_write" in node.symbols
+    assert node.origin == "config" and "SSL_write" in points(node)
 
 
 def test_symbols_of_a_big_binary_are_looked_up_not_walked():
     # walking Node's 230k symbols takes pyelftools 15-30 s; its hash table answers at once
     start = time.monotonic()
-    symbols = libraries.exported_symbols(static_node(), [p[0] for p in libraries.OPENSSL_PROBES])
-    assert symbols == [p[0] for p in libraries.OPENSSL_PROBES]
+    with ElfImage(static_node()) as image:
+        assert all(image.dynamic_symbol(name) for name in OPENSSL_POINTS)
     assert time.monotonic() - start < 5
 
 
@@ -105,7 +117,7 @@ def test_discover_probes_a_hard_linked_file_once_named_by_its_first_path(lib_cop
     config = [t for t in libraries.discover([hard, sym, str(lib_copy)]) if t.origin == "config"]
     assert len(config) == 1
     assert config[0].path == hard and config[0].identity == libraries.file_identity(str(lib_copy))
-    assert set(config[0].symbols) == {p[0] for p in libraries.OPENSSL_PROBES}
+    assert points(config[0]) == OPENSSL_POINTS
 
 
 def test_probe_target_resolves_links_and_refuses_files_without_openssl(lib_copy, tmp_path):

@@ -1,4 +1,4 @@
-"""The record format has one definition, bpf/tls_capture.c; capture/records.py must agree with it.
+"""The record format has one definition, bpf/emit.h; capture/records.py must agree with it.
 
 The C declarations are read from the source itself: `struct rec_hdr` is compiled by the host C
 compiler (same ABI as the BPF target for these fixed-width fields), which prints every field's
@@ -19,7 +19,7 @@ import pytest
 from oisp_daemon.capture import records
 from tests.support.paths import REPO_ROOT
 
-SOURCE = REPO_ROOT / "bpf" / "tls_capture.c"
+SOURCE = REPO_ROOT / "bpf" / "emit.h"
 # BPF C spells the fixed-width types the kernel's way.
 TYPEDEFS = """
 typedef unsigned long long u64;

@@ -1,4 +1,6 @@
-// oisp-sensor: TLS plaintext capture at the OpenSSL API boundary, plus process lifecycle.
+// oisp-sensor: the emit path every probe family shares (bpf/openssl.c, bpf/process.c, ...).
+// The loader compiles this header and every family's file as one BPF object, so the ring, the
+// filters, the verdict map, the sequence numbers and the loss counters exist once.
 //
 // Rules (DESIGN.md): only stable ABI (uprobe argument registers, tracepoint fields, helpers),
 // never kernel structs; writes captured at uprobe entry, reads at entry + return; every byte of a
@@ -10,6 +12,15 @@
 // lets another task run this program on the same CPU mid-copy.
 
 #include <uapi/linux/ptrace.h>
+#include <uapi/linux/bpf.h>
+
+// The pid namespace the daemon lives in (st_dev in the kernel's encoding, and st_ino of
+// /proc/self/ns/pid), 0 when it is the initial one. A daemon in a container reads /proc with its
+// own namespace's pids, so records carry those; tasks outside its namespace are not reported.
+#ifndef PIDNS_INO
+#define PIDNS_INO 0
+#define PIDNS_DEV 0
+#endif
 
 #define CHUNK_LARGE 16384
 #define CHUNK_MEDIUM 4096
@@ -89,6 +100,19 @@ BPF_HASH(calls, u32, struct call_state, MAX_THREADS);         // by tid
 BPF_PERCPU_ARRAY(lost_bytes, u64, 1);
 BPF_PERCPU_ARRAY(lost_records, u64, 1);
 BPF_PROG_ARRAY(continue_call, 1);
+
+// tgid << 32 | tid of the current task as the daemon's pid namespace numbers it; 0 for a task
+// outside that namespace.
+static __always_inline u64 current_id(void) {
+#if PIDNS_INO
+    struct bpf_pidns_info ns = {};
+    if (bpf_get_ns_current_pid_tgid(PIDNS_DEV, PIDNS_INO, &ns, sizeof(ns)))
+        return 0;
+    return ((u64)ns.tgid << 32) | ns.pid;
+#else
+    return bpf_get_current_pid_tgid();
+#endif
+}
 
 // Loss per uid, so that one user's flood cannot hide others' loss in the totals. Bounded: an
 // LRU hash of LOST_UIDS uids (the totals above stay exact if a uid is evicted).
@@ -273,77 +297,12 @@ static __always_inline void begin_read(u64 ssl, u64 buf, u64 readbytes_ptr, u32 
     calls.update(&tid, &c);
 }
 
-// SSL_write(SSL *ssl, const void *buf, int num) and
-// SSL_write_ex(SSL *ssl, const void *buf, size_t num, size_t *written): captured at entry.
-int probe_ssl_write(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32, tid = (u32)id;
-    s64 num = (s64)PT_REGS_PARM3(ctx);
-    if (num <= 0)
-        return 0;
-    if (!begin_write(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), num, pid, tid))
-        return 0;
-    return emit_call(ctx, pid, tid);
-}
-
-int probe_ssl_write_int(struct pt_regs *ctx) {
-    // SSL_write's num is an int: sign-extend the low 32 bits.
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32, tid = (u32)id;
-    s32 num = (s32)PT_REGS_PARM3(ctx);
-    if (num <= 0)
-        return 0;
-    if (!begin_write(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), (u64)num, pid, tid))
-        return 0;
-    return emit_call(ctx, pid, tid);
-}
-
 // Continuation of a large call (tail-called from emit_call).
 int continue_emit(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
+    u64 id = current_id();
+    if (!id)
+        return 0;
     return emit_call(ctx, id >> 32, (u32)id);
-}
-
-// SSL_read(SSL *ssl, void *buf, int num) / SSL_read_ex(SSL *ssl, void *buf, size_t num,
-// size_t *readbytes): remember the arguments; the return probe knows how much was read.
-int probe_ssl_read_enter(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    begin_read(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM4(ctx), id >> 32, (u32)id);
-    return 0;
-}
-
-int probe_ssl_read_int_enter(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    begin_read(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0, id >> 32, (u32)id);
-    return 0;
-}
-
-int probe_ssl_read_return(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32, tid = (u32)id;
-    struct call_state *c = calls.lookup(&tid);
-    if (!c)
-        return 0;
-    s64 n = 0;
-    if (c->readbytes_ptr) {
-        // SSL_read_ex returns 1 on success and stores the count.
-        if ((int)PT_REGS_RC(ctx) == 1) {
-            u64 got = 0;
-            bpf_probe_read_user(&got, sizeof(got), (void *)c->readbytes_ptr);
-            n = (s64)got;
-        }
-    } else {
-        n = (s32)PT_REGS_RC(ctx);
-    }
-    s64 seq = n > 0 ? next_seq(pid, c->ssl) : -1;
-    if (seq < 0) {
-        calls.delete(&tid);  // nothing read (WANT_READ, close, error)
-        return 0;
-    }
-    c->seq = seq;
-    c->total = n;
-    c->ts_ns = bpf_ktime_get_ns();
-    return emit_call(ctx, pid, tid);
 }
 
 static __always_inline void emit_small(u16 kind, u64 ssl, s32 fd, u32 pid, u32 tid) {
@@ -358,107 +317,3 @@ static __always_inline void emit_small(u16 kind, u64 ssl, s32 fd, u32 pid, u32 t
     records.ringbuf_submit(h, 0);
 }
 
-// SSL_set_fd(SSL *ssl, int fd): lets user space map the connection to its socket address.
-int probe_ssl_set_fd(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    if (!wanted(pid))
-        return 0;
-    emit_small(REC_SET_FD, PT_REGS_PARM1(ctx), (s32)PT_REGS_PARM2(ctx), pid, (u32)id);
-    return 0;
-}
-
-// SSL_free(SSL *ssl): the connection is over; its pointer may be reused by the next one.
-int probe_ssl_free(struct pt_regs *ctx) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    u64 ssl = PT_REGS_PARM1(ctx);
-    struct conn_key key = {.pid = pid, .ssl = ssl};
-    ignored.delete(&key);
-    if (!conn_seq.lookup(&key))
-        return 0;  // never carried data we captured
-    conn_seq.delete(&key);
-    emit_small(REC_SSL_FREE, ssl, -1, pid, (u32)id);
-    return 0;
-}
-
-// connect(2): remote address of a socket, read from the caller's sockaddr (user memory).
-TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    if (!wanted(pid))
-        return 0;
-    u16 family = 0;
-    const u8 *sa = (const u8 *)args->uservaddr;
-    if (bpf_probe_read_user(&family, sizeof(family), sa))
-        return 0;
-    if (family != 2 && family != 10)  // AF_INET, AF_INET6
-        return 0;
-    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
-    if (!h) {
-        count_lost(0);
-        return 0;
-    }
-    fill_hdr(h, REC_CONNECT, pid, (u32)id);
-    h->fd = (s32)args->fd;
-    h->family = family;
-    u16 port_be = 0;
-    bpf_probe_read_user(&port_be, sizeof(port_be), sa + 2);
-    h->aux = ((port_be & 0xff) << 8) | (port_be >> 8);
-    if (family == 2)
-        bpf_probe_read_user(h->addr, 4, sa + 4);
-    else
-        bpf_probe_read_user(h->addr, 16, sa + 8);
-    records.ringbuf_submit(h, 0);
-    return 0;
-}
-
-// Parent pids come from the fork tracepoint, never from task_struct (BPF rule 1).
-TRACEPOINT_PROBE(sched, sched_process_fork) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    u32 child = args->child_pid;
-    if (child == 0 || pid == 0)
-        return 0;
-    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
-    if (!h) {
-        count_lost(0);
-        return 0;
-    }
-    fill_hdr(h, REC_FORK, pid, (u32)id);
-    h->aux = child;
-    records.ringbuf_submit(h, 0);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exec) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    if (!wanted(pid))
-        return 0;
-    struct rec_exec *r = records.ringbuf_reserve(sizeof(struct rec_exec));
-    if (!r) {
-        count_lost(0);
-        return 0;
-    }
-    fill_hdr(&r->h, REC_EXEC, pid, (u32)id);
-    TP_DATA_LOC_READ_STR(r->filename, filename, sizeof(r->filename));
-    r->h.len = sizeof(r->filename);
-    records.ringbuf_submit(r, 0);
-    return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exit) {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 pid = id >> 32;
-    if (pid != (u32)id)
-        return 0;  // a thread other than the leader: the process lives on
-    struct rec_hdr *h = records.ringbuf_reserve(sizeof(struct rec_hdr));
-    if (!h) {
-        count_lost(0);
-        return 0;
-    }
-    fill_hdr(h, REC_EXIT, pid, (u32)id);
-    records.ringbuf_submit(h, 0);
-    return 0;
-}
