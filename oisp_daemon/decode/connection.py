@@ -12,7 +12,8 @@ partial with the reason:
   stays decoded;
 - a protocol change the decoder reports ("upgrade", "tunnel", "not_http1", "http2_preface") or a
   decoder failure ("decode_error"): the connection is no longer decoded, and a Stopped step tells
-  the consumer so that it can stop the capture in the kernel too;
+  the consumer so that it can stop the capture in the kernel too; except that a WebSocket upgrade
+  (101) hands the connection to the WebSocket decoder (decode/websocket.py), which goes on;
 - "ignored": the consumer asked (the connection is not AI traffic).
 
 Memory per connection is bounded by the decoder's limits; connections end with close, exit or
@@ -25,6 +26,7 @@ from dataclasses import asdict
 from typing import Dict, List, Optional
 
 from .http1_exchanges import Http1Decoder
+from .websocket import after_upgrade
 from .protocol import (
     CONNECTION_CLOSED, DECODE_ERROR, IDLE_TIMEOUT, IGNORED, PROCESS_EXIT, ConnectionKey, DecodeStats,
     ProtocolDecoder, ResponseDone, Step, Stopped, end_exchange,
@@ -70,7 +72,7 @@ class ConnectionTracker:
             return self._counted(out + self._stop(key, ts_ns, DECODE_ERROR))
         stopped = conn.decoder.stopped
         if stopped is not None:
-            out += self._stop(key, ts_ns, stopped)
+            out += self._hand_over(key, conn, ts_ns, stopped)
         return self._counted(out)
 
     def on_gap(self, key: ConnectionKey, ts_ns: int) -> List[Step]:
@@ -157,6 +159,28 @@ class ConnectionTracker:
     def _new_decoder(self, key: ConnectionKey) -> ProtocolDecoder:
         # Issue 10: choose by the first bytes (HTTP/2 preface) or hand over after an upgrade.
         return Http1Decoder(key, self.stats, self.max_body_bytes, self.max_header_bytes)
+
+    def _hand_over(self, key: ConnectionKey, conn: _Connection, ts_ns: int, reason: str) -> List[Step]:
+        """The decoder stopped (`reason`): go on with the decoder of the protocol the connection
+        switched to (a WebSocket after its HTTP/1.1 upgrade), or stop decoding it."""
+        old = conn.decoder
+        switched = old.switched if reason == "upgrade" and isinstance(old, Http1Decoder) else None
+        successor = None
+        if switched is not None:
+            successor = after_upgrade(key, self.stats, self.max_body_bytes, switched.request, switched.response)
+        if successor is None:
+            return self._stop(key, ts_ns, reason)
+        out = self._release(key, conn, ts_ns, reason)  # the upgrade's own exchange ended with its 101
+        conn.decoder = successor
+        try:
+            successor.feed("read", old.leftover, ts_ns, out)  # what the server sent after the 101
+        except Exception:
+            log.exception("decoding connection pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
+            self.stats.decode_failures += 1
+            return out + self._stop(key, ts_ns, DECODE_ERROR)
+        if successor.stopped is not None:
+            out += self._stop(key, ts_ns, successor.stopped)
+        return out
 
     def _stop(self, key: ConnectionKey, ts_ns: int, reason: str) -> List[Step]:
         """No more decoding for this connection: end what is open, ignore it until it ends."""

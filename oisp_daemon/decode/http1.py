@@ -111,6 +111,8 @@ class Http1Parser:
         # Why this stream is not (or no longer) parsed as HTTP/1.x: "http2_preface", "not_http1"
         # (first bytes are no HTTP/1.x start line), "upgrade" (101), "tunnel" (CONNECT 2xx).
         self.protocol_error: Optional[str] = None
+        # After a 101 or a CONNECT 2xx: the bytes that followed its head, the new protocol's.
+        self.leftover = b""
         # Bytes thrown away while looking for a start line (garbage, or the rest of a lost message),
         # and how often the parser had to look for one (after lost or malformed bytes).
         self.skipped_bytes = 0
@@ -496,6 +498,7 @@ class Http1Parser:
             if status == 101 or (self._method == "CONNECT" and 200 <= status < 300):
                 self._complete(out)
                 self.protocol_error = "upgrade" if status == 101 else "tunnel"
+                self.leftover = bytes(self._buf[self._pos :])
                 self._state = _DEAD
                 self._reset_buffer()
                 return False

@@ -49,6 +49,9 @@ class Http1Decoder(ProtocolDecoder):
         self.requests = Http1Parser("request", max_body_bytes, max_header_bytes)
         self.responses = Http1Parser("response", max_body_bytes, max_header_bytes)
         self._slots: Deque[_Slot] = deque()
+        # The exchange whose response switched the connection to another protocol (101, CONNECT
+        # 2xx), for the decoder the tracker hands the connection to.
+        self.switched: Optional[Exchange] = None
 
     # -- ProtocolDecoder --------------------------------------------------------------------------
 
@@ -63,6 +66,11 @@ class Http1Decoder(ProtocolDecoder):
     @property
     def resyncs(self) -> int:
         return self.requests.resyncs + self.responses.resyncs
+
+    @property
+    def leftover(self) -> bytes:
+        """What the server sent after the response that switched protocols (the new protocol's)."""
+        return self.responses.leftover
 
     def feed(self, direction: str, data: bytes, ts_ns: int, out: List[Step]) -> None:
         if direction == "write":
@@ -123,6 +131,8 @@ class Http1Decoder(ProtocolDecoder):
             if slot is None or response.ts_start_ns < slot.exchange.request.ts_start_ns:
                 self.stats.orphan_responses += 1
                 continue
+            if switch in _SWITCHES and response is responses[-1]:
+                self.switched = slot.exchange
             if slot.exchange.requested:
                 self._slots.remove(slot)
                 response_done(slot.exchange, response, out)
