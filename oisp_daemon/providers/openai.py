@@ -1,4 +1,5 @@
-"""OpenAI API family: Chat Completions, legacy Completions, Embeddings and the Responses API.
+"""OpenAI API family: Chat Completions, legacy Completions, Embeddings, the Responses API, and
+the Responses and Realtime APIs over WebSocket (providers/openai_realtime.py).
 
 Azure OpenAI and OpenAI-compatible servers send the same JSON under other path prefixes
 (/openai/deployments/<deployment>/..., /openai/v1/..., /v1/...), so routes match on the path's
@@ -14,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 from typing import Any, Dict, List, Optional, Tuple
 
 from oisp_daemon.decode.messages import HttpRequest, HttpResponse
-from oisp_daemon.providers.endpoint import request_path
+from oisp_daemon.providers.credentials import fill_credentials
+from oisp_daemon.providers.endpoint import endpoint_url, request_path
 from oisp_daemon.providers.errors import stream_error
 from oisp_daemon.providers.exchange import AiRequestInfo, AiResponseInfo, Message, StreamDelta, ToolCall, ToolDefinition, Usage
 from oisp_daemon.providers.fields import (
@@ -27,7 +29,10 @@ from oisp_daemon.providers.fields import (
 from oisp_daemon.providers.family import Route
 from oisp_daemon.providers.parsing import route_post, set_error, start_request, start_response
 from oisp_daemon.providers.prompt import make_message, sampling_parameters, system_prompt
-from oisp_daemon.providers.stream import JsonEvent, SseJson, StreamDecoder, decode_whole, is_event_stream
+from oisp_daemon.decode.websocket import WEBSOCKET_METHOD
+from oisp_daemon.providers import openai_realtime
+from oisp_daemon.providers.openai_realtime import API_REALTIME
+from oisp_daemon.providers.stream import JsonEvent, JsonSeq, SseJson, StreamDecoder, decode_whole, is_event_stream, is_message_stream
 
 # The ApiFamily interface (providers/family.py).
 FAMILY = "openai"
@@ -50,6 +55,9 @@ _APIS = {
     "embeddings": (API_EMBEDDINGS, "embedding"),
     "responses": (API_RESPONSES, "chat"),
 }
+# Over WebSocket (decode/websocket.py): the Responses API and the Realtime API.
+_WS_ROUTE = re.compile(r"^(?:.*/v1|.*/openai)?/(responses|realtime)$")
+_WS_APIS = {"responses": (API_RESPONSES, "chat"), "realtime": (API_REALTIME, "chat")}
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
 # Built-in tools of the Responses API, by their OISP tool type.
 _BUILTIN_TOOL_TYPES = {
@@ -63,6 +71,9 @@ _RESPONSE_ID_HEADERS = ("x-request-id", "apim-request-id")
 
 def route(method: str, target: str) -> Optional[Route]:
     """(api, request_type) for an OpenAI-style API call, None for anything else (GET /v1/models...)."""
+    if method == WEBSOCKET_METHOD:
+        match = _WS_ROUTE.match(request_path(target))
+        return _WS_APIS[match.group(1)] if match else None
     return route_post(_ROUTE, _APIS, method, target)
 
 
@@ -74,6 +85,8 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     found = route(req.method, req.target)
     if found is None:
         return None
+    if req.method == WEBSOCKET_METHOD:
+        return _websocket_request(provider, req, host, found)
     info, body = start_request(provider, req, host, found)
     if body is not None:
         api = info.api
@@ -92,6 +105,23 @@ def parse_request(provider: str, req: HttpRequest, host: str) -> Optional[AiRequ
     version = parse_qs(urlsplit(req.target).query).get("api-version")
     if version and version[0]:
         info.attribution["api_version"] = version[0][:40]
+    return info
+
+
+def _websocket_request(provider: str, req: HttpRequest, host: str, found: Route) -> AiRequestInfo:
+    """A response.create over WebSocket (and, for Realtime, the session's messages before it)."""
+    info = AiRequestInfo(provider=provider, api=found[0], request_type=found[1], endpoint=endpoint_url(host, req.target))
+    fill_credentials(info, req.headers)
+    messages = openai_realtime.client_messages(req)
+    if info.api == API_REALTIME:
+        openai_realtime.realtime_request(info, req, messages)
+        return info
+    body = openai_realtime.response_create(messages)
+    if not body:
+        info.parse_error = "no response.create message"
+    info.model = as_str(body.get("model"))
+    info.streaming = True  # the answer always streams back as events
+    _responses_request(info, body)
     return info
 
 
@@ -185,6 +215,11 @@ def _responses_request(info: AiRequestInfo, body: Dict[str, Any]) -> None:
 
 
 def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
+    if is_message_stream(resp):  # over WebSocket: the status is the 101's, errors are events
+        out = AiResponseInfo(status_code=resp.status, success=True, streaming=True)
+        decode_whole(_decoder(info, out, resp), resp.body)
+        out.model = out.model or info.model
+        return out
     out, body = start_response(info, resp, _RESPONSE_ID_HEADERS)
     if body is not None:
         if info.api == API_EMBEDDINGS:
@@ -194,21 +229,24 @@ def parse_response(info: AiRequestInfo, resp: HttpResponse) -> AiResponseInfo:
         else:
             _choices_response(out, body)
     elif out.streaming and out.success:
-        decode_whole(_decoder(info, out), resp.body)
+        decode_whole(_decoder(info, out, resp), resp.body)
     out.model = out.model or info.model
     return out
 
 
 def stream_decoder(info: AiRequestInfo, resp: HttpResponse) -> Optional[StreamDecoder]:
     """A live decoder for a streamed answer whose headers just arrived; None if not a stream."""
-    if not is_event_stream(resp, info.streaming) or resp.status >= 400:
+    if not is_message_stream(resp) and (not is_event_stream(resp, info.streaming) or resp.status >= 400):
         return None
-    return _decoder(info, AiResponseInfo(status_code=resp.status, success=True, streaming=True))
+    return _decoder(info, AiResponseInfo(status_code=resp.status, success=True, streaming=True), resp)
 
 
-def _decoder(info: AiRequestInfo, out: AiResponseInfo) -> StreamDecoder:
-    handler = _ResponsesStream(out) if info.api == API_RESPONSES else _ChoicesStream(out)
-    return StreamDecoder(SseJson(), handler, out)
+def _decoder(info: AiRequestInfo, out: AiResponseInfo, resp: HttpResponse) -> StreamDecoder:
+    if info.api == API_REALTIME:
+        handler: Any = openai_realtime.RealtimeStream(out)
+    else:
+        handler = _ResponsesStream(out) if info.api == API_RESPONSES else _ChoicesStream(out)
+    return StreamDecoder(JsonSeq() if is_message_stream(resp) else SseJson(), handler, out)
 
 
 def _usage(raw: Any, input_key: str, output_key: str) -> Usage:

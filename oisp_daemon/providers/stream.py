@@ -21,6 +21,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Protocol
 from oisp_daemon.decode.eventstream import EventStreamDecoder
 from oisp_daemon.decode.messages import HttpResponse
 from oisp_daemon.decode.sse import SseEvent, SseParser
+from oisp_daemon.decode.websocket import JSON_SEQ, RS
 from oisp_daemon.providers.exchange import AiResponseInfo, StreamDelta
 
 
@@ -36,6 +37,11 @@ def is_event_stream(resp: HttpResponse, stream_requested: bool) -> bool:
     if content_type:
         return "text/event-stream" in content_type
     return stream_requested and resp.body.lstrip().startswith((b"data:", b"event:", b"id:", b":"))
+
+
+def is_message_stream(resp: HttpResponse) -> bool:
+    """The response is a WebSocket connection's messages, one JSON text each (decode/websocket.py)."""
+    return (resp.header("Content-Type") or "").lower().startswith(JSON_SEQ)
 
 
 class Framing(Protocol):
@@ -187,6 +193,65 @@ class JsonLines:
         if not text:
             return
         value = load_event(text)
+        if isinstance(value, dict):
+            events.append(JsonEvent(None, value, offset))
+        else:
+            self.bad += 1
+
+
+class JsonSeq:
+    """JSON text sequences (RFC 7464: RS, a JSON text, LF), how the WebSocket decoder hands out
+    a connection's messages (decode/websocket.py): one event per message. A record ends where
+    the next RS begins, or (to decode live) at the end of what was fed when it ends in LF and
+    parses; bounded like JsonLines."""
+
+    done_sentinel = False
+
+    def __init__(self, max_record: int = 16 << 20) -> None:
+        self._buf = bytearray()
+        self._base = 0  # body offset of self._buf[0]
+        self._tried = -1  # length of _buf when its last record last failed to parse
+        self.max_record = max_record
+        self.bad = 0
+
+    def feed(self, data: bytes) -> List[JsonEvent]:
+        self._buf += data
+        events: List[JsonEvent] = []
+        while self._buf:
+            end = self._buf.find(RS, 1)
+            if end < 0:
+                break
+            self._record(bytes(self._buf[:end]), self._base + end, events)
+            self._consume(end)
+        if self._buf.endswith(b"\n") and len(self._buf) != self._tried:
+            value = load_event(self._buf[1:].decode("utf-8", "replace")) if self._buf[:1] == RS else None
+            if isinstance(value, dict):
+                events.append(JsonEvent(None, value, self._base + len(self._buf)))
+                self._consume(len(self._buf))
+            else:
+                self._tried = len(self._buf)
+        if len(self._buf) > self.max_record:
+            self.bad += 1
+            self._consume(len(self._buf))
+        return events
+
+    def finish(self) -> List[JsonEvent]:
+        events: List[JsonEvent] = []
+        if self._buf:
+            self._record(bytes(self._buf), self._base + len(self._buf), events)
+            self._consume(len(self._buf))
+        return events
+
+    def parse_error(self) -> Optional[str]:
+        return f"{self.bad} message(s) without a JSON object" if self.bad else None
+
+    def _consume(self, size: int) -> None:
+        del self._buf[:size]
+        self._base += size
+        self._tried = -1
+
+    def _record(self, record: bytes, offset: int, events: List[JsonEvent]) -> None:
+        value = load_event(record[1:].decode("utf-8", "replace")) if record[:1] == RS else None
         if isinstance(value, dict):
             events.append(JsonEvent(None, value, offset))
         else:
