@@ -34,9 +34,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, List, Optional, Tuple
 
+from .http1 import MAX_PENDING_RESPONSES
 from .messages import HttpRequest, HttpResponse, header_value
 from .protocol import (
-    GAP, ConnectionKey, DecodeStats, Exchange, ProtocolDecoder, Step, end_exchange, request_done,
+    GAP, TOO_MANY_PENDING, ConnectionKey, DecodeStats, Exchange, ProtocolDecoder, Step, end_exchange, request_done,
     response_done, response_progress,
 )
 from .ws_frames import TEXT
@@ -203,6 +204,8 @@ class WebSocketDecoder(ProtocolDecoder):
         opened = _Open(Exchange(self.key, request))
         self._open.append(opened)
         request_done(opened.exchange, out)
+        if len(self._open) > MAX_PENDING_RESPONSES:  # answers that never come must not pile up
+            self._end(self._open.popleft(), TOO_MANY_PENDING, message.ts_end_ns, out)
 
     def _server_message(self, message: Message, out: List[Step]) -> None:
         opened = self._open[0] if self._open else None
@@ -253,10 +256,12 @@ class WebSocketDecoder(ProtocolDecoder):
 
     def _end_all(self, ts_ns: int, why: str, out: List[Step]) -> None:
         while self._open:
-            opened = self._open.popleft()
-            if opened.response is not None:
-                opened.response.body, opened.response.body_marks = bytes(opened.body), opened.marks
-            end_exchange(opened.exchange, why, ts_ns, out, opened.response)
+            self._end(self._open.popleft(), why, ts_ns, out)
+
+    def _end(self, opened: _Open, why: str, ts_ns: int, out: List[Step]) -> None:
+        if opened.response is not None:
+            opened.response.body, opened.response.body_marks = bytes(opened.body), opened.marks
+        end_exchange(opened.exchange, why, ts_ns, out, opened.response)
 
 
 def after_upgrade(key: ConnectionKey, stats: DecodeStats, max_body_bytes: int,

@@ -190,8 +190,9 @@ def test_decoder_failure_gives_a_partial_pair(capture, events, ignored, monkeypa
 
 def test_upgrade_marks_the_response_partial_and_stops_the_capture(capture, events, ignored):
     capture.write(chat_request("upgrade"))
-    capture.read(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-    capture.write(b"\x81\x85\x00\x00\x00\x00hello")  # WebSocket frames: not decoded, not emitted
+    # (A WebSocket upgrade is handed to the WebSocket decoder instead: tests/unit/test_websocket.py.)
+    capture.read(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+    capture.write(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00")  # another protocol: not decoded, not emitted
     ((_, answer, response),) = ai_pairs(events)
     assert response["data"]["status_code"] == 101
     assert response["confidence"]["completeness"] == "partial"

@@ -9,7 +9,8 @@ from typing import Any, Dict, List
 import pytest
 
 from oisp_daemon.decode.connection import ConnectionTracker
-from oisp_daemon.decode.protocol import GAP, RequestDone, ResponseDone, ResponseProgress, Stopped
+from oisp_daemon.decode.http1 import MAX_PENDING_RESPONSES
+from oisp_daemon.decode.protocol import GAP, TOO_MANY_PENDING, RequestDone, ResponseDone, ResponseProgress, Stopped
 from oisp_daemon.decode.websocket import (
     DEFLATE_CONTEXT_LOST, JSON_SEQ, WEBSOCKET_CLOSE, WEBSOCKET_ERROR, WEBSOCKET_METHOD, WebSocketDecoder, deflate_params,
 )
@@ -234,6 +235,16 @@ def test_the_response_body_is_bounded():
     (done,) = t.on_data(KEY, "read", message(dumps({"type": "response.completed", "response": {}})), 30)
     response = done.exchange.response
     assert len(response.body) <= 4096 and "body_limit" in response.partial_reasons
+
+
+def test_requests_never_answered_do_not_pile_up():
+    t = upgraded()
+    steps = []
+    for i in range(MAX_PENDING_RESPONSES + 5):
+        steps += t.on_data(KEY, "write", create(str(i)), 3 + i)
+    ended = [s.exchange for s in steps if isinstance(s, ResponseDone)]
+    assert [e.ended for e in ended] == [TOO_MANY_PENDING] * 5
+    assert len(t._conns[KEY].decoder.open_exchanges()) == MAX_PENDING_RESPONSES
 
 
 def test_progress_steps_carry_whole_messages_of_streaming_exchanges():
