@@ -1,7 +1,9 @@
 """A WebSocket connection (RFC 6455) after its HTTP upgrade, as exchanges.
 
 The connection tracker hands a connection over here once its HTTP/1.1 upgrade was answered by
-101 Switching Protocols (decode/connection.py). What the client writes are its messages, what it
+101 Switching Protocols (decode/connection.py: after_upgrade); over HTTP/2 a stream opened by
+extended CONNECT with `:protocol` websocket (RFC 8441) and answered 2xx carries one, and its DATA
+comes here the same way (after_connect). What the client writes are its messages, what it
 reads the server's; `permessage-deflate` (RFC 7692) is set up from the 101's
 Sec-WebSocket-Extensions.
 
@@ -128,6 +130,7 @@ class WebSocketDecoder(ProtocolDecoder):
         self.close_code: Optional[int] = None
         self._context: List[bytes] = []  # client messages since the last exchange began
         self._context_size = 0
+        self._context_cut = False  # some of them did not fit
         self._open: Deque[_Open] = deque()
         self._stopped: Optional[str] = None
 
@@ -188,10 +191,13 @@ class WebSocketDecoder(ProtocolDecoder):
         if self._context_size + len(record) <= self.max_body_bytes:
             self._context.append(record)
             self._context_size += len(record)
+        else:
+            self._context_cut = True
         if kind not in _STARTS:
             return
-        context, self._context, self._context_size = self._context, [], 0
-        headers = [(k, v) for k, v in self.upgrade.headers if k.lower() != "content-type"]
+        context, cut = self._context, self._context_cut
+        self._context, self._context_size, self._context_cut = [], 0, False
+        headers = [(k, v) for k, v in self.upgrade.headers if k.lower() != "content-type" and k[:1] != ":"]
         request = HttpRequest(
             headers=headers + [("Content-Type", JSON_SEQ)], body=b"".join(context),
             ts_start_ns=message.ts_start_ns, ts_end_ns=message.ts_end_ns,
@@ -199,7 +205,7 @@ class WebSocketDecoder(ProtocolDecoder):
             method=WEBSOCKET_METHOD, target=self.upgrade.target, version=self.upgrade.version)
         for reason in message.partial_reasons:
             request.mark_partial(reason)
-        if record not in context:
+        if cut:
             request.mark_partial("body_limit")
         opened = _Open(Exchange(self.key, request))
         self._open.append(opened)
@@ -272,3 +278,14 @@ def after_upgrade(key: ConnectionKey, stats: DecodeStats, max_body_bytes: int,
     if (header_value(accepted.headers, "Upgrade") or "").strip().lower() != "websocket":
         return None
     return WebSocketDecoder(key, stats, max_body_bytes, upgrade, accepted)
+
+
+def after_connect(key: ConnectionKey, stats: DecodeStats, max_body_bytes: int,
+                  connect: HttpRequest, accepted: HttpResponse) -> Optional[WebSocketDecoder]:
+    """The decoder of an HTTP/2 stream opened by extended CONNECT (RFC 8441), if it carries a
+    WebSocket: `:protocol` websocket (kept as a field by decode/http2.py) answered 2xx."""
+    if connect.method != "CONNECT" or not 200 <= accepted.status < 300:
+        return None
+    if (connect.header(":protocol") or "").strip().lower() != "websocket":
+        return None
+    return WebSocketDecoder(key, stats, max_body_bytes, connect, accepted)

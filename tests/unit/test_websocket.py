@@ -11,6 +11,9 @@ import pytest
 from oisp_daemon.decode.connection import ConnectionTracker
 from oisp_daemon.decode.http1 import MAX_PENDING_RESPONSES
 from oisp_daemon.decode.protocol import GAP, TOO_MANY_PENDING, RequestDone, ResponseDone, ResponseProgress, Stopped
+from oisp_daemon.decode.messages import HttpRequest, HttpResponse
+from oisp_daemon.decode.protocol import DecodeStats
+from oisp_daemon.decode.websocket import after_connect
 from oisp_daemon.decode.websocket import (
     DEFLATE_CONTEXT_LOST, JSON_SEQ, WEBSOCKET_CLOSE, WEBSOCKET_ERROR, WEBSOCKET_METHOD, WebSocketDecoder, deflate_params,
 )
@@ -237,6 +240,18 @@ def test_the_response_body_is_bounded():
     assert len(response.body) <= 4096 and "body_limit" in response.partial_reasons
 
 
+def test_the_request_body_is_bounded():
+    t = ConnectionTracker(max_body_bytes=4096, idle_timeout_s=10)
+    t.on_data(KEY, "write", upgrade_request(), 1)
+    t.on_data(KEY, "read", upgrade_response(), 2)
+    t.on_data(KEY, "write", message(dumps({"type": "session.update", "session": {"instructions": "x" * 5000}}), MASK), 3)
+    (step,) = t.on_data(KEY, "write", create(), 4)
+    assert step.exchange.request.partial_reasons == ["body_limit"]
+    assert [e.data["type"] for e in JsonSeq().feed(step.exchange.request.body)] == ["response.create"]
+    (step,) = t.on_data(KEY, "write", create(), 5)  # the next exchange starts afresh
+    assert step.exchange.request.complete
+
+
 def test_requests_never_answered_do_not_pile_up():
     t = upgraded()
     steps = []
@@ -258,6 +273,30 @@ def test_progress_steps_carry_whole_messages_of_streaming_exchanges():
     (progress,) = t.on_data(KEY, "read", message(b'{"type":"y"}'), 5)
     assert progress.offset == len(b'\x1e{"type":"response.created"}\n\x1e{"type":"x"}\n')
     assert progress.marks == ((progress.offset, 5),)
+
+
+def h2_connect(protocol: str = "websocket", status: int = 200):
+    """An RFC 8441 extended CONNECT and its answer, as decode/http2.py hands them out."""
+    request = HttpRequest(headers=[("host", "api.openai.com"), ("authorization", "Bearer sk-test"),
+                                   (":protocol", protocol)], body=b"", ts_start_ns=1, ts_end_ns=1,
+                          method="CONNECT", target="/v1/responses", version="HTTP/2")
+    response = HttpResponse(headers=[("sec-websocket-extensions", "permessage-deflate")], body=b"",
+                            ts_start_ns=2, ts_end_ns=2, status=status, version="HTTP/2")
+    return request, response
+
+
+def test_an_http2_extended_connect_stream_is_a_websocket():
+    assert after_connect(KEY, DecodeStats(), 1 << 20, *h2_connect("connect-udp")) is None
+    assert after_connect(KEY, DecodeStats(), 1 << 20, *h2_connect(status=404)) is None
+    decoder = after_connect(KEY, DecodeStats(), 1 << 20, *h2_connect())
+    out: List[Any] = []
+    decoder.feed("write", create(), 3, out)  # the stream's DATA, in either direction
+    decoder.feed("read", message(dumps({"type": "response.completed", "response": {}}), deflater=Deflater()), 4, out)
+    request, done = out
+    assert request.exchange.request.method == WEBSOCKET_METHOD and request.exchange.request.target == "/v1/responses"
+    assert request.exchange.request.header("host") == "api.openai.com"
+    assert request.exchange.request.header(":protocol") is None
+    assert done.exchange.response.status == 200 and done.exchange.response.complete
 
 
 def test_deflate_parameters():
