@@ -4,12 +4,14 @@ from __future__ import annotations
 from typing import Tuple
 
 from .base import TlsFamily
+from .boringssl import BoringSslFamily
 from .symbols import GnuTlsFamily, NssFamily, OpenSslFamily
 
 FAMILIES: Tuple[TlsFamily, ...] = (
     OpenSslFamily(),
     GnuTlsFamily(),
     NssFamily(),
+    BoringSslFamily(),
 )
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +32,11 @@ from capstone import x86 as cs_x86
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
+
+from ..elf_image import ElfImage, Version
+from ..probe_table import Location, Scan
+from .base import TlsFamily
+from .symbols import OpenSslFamily
 
 SIGNATURES_PATH = Path(__file__).resolve().parent.parent / "signatures" / "boringssl.json"
 
@@ -503,14 +507,8 @@ def _library_name(binary: _Binary, sig: Signature) -> str:
     return "%s (%s)" % (sig.library, "Bun, built in" if bun else "built in, no symbols")
 
 
-def _locate_with(binary: _Binary, sig: Signature) -> Optional[Located]:
-    """Apply one signature; None if the file does not carry the signature's source file."""
-    text = binary.text
-    if text is None:
-        return None
-    files = _string_addresses(binary, sig.source_file.encode())
-    if not files:
-        return None
+def _locate_with(binary: _Binary, text: _Section, sig: Signature, files: FrozenSet[int]) -> Located:
+    """Apply one signature to a file carrying its source file's name at `files`."""
     located = Located(library=_library_name(binary, sig))
     refs = _file_references(binary, text, files)
     walker = _Walker(binary, files)
@@ -576,55 +574,72 @@ def _locate_with(binary: _Binary, sig: Signature) -> Optional[Located]:
     return located
 
 
-_cache: "OrderedDict[Tuple[int, int, int, int], Optional[Located]]" = OrderedDict()
+class BoringSslFamily(TlsFamily):
+    """BoringSSL without symbols, found by signature. Files that define SSL_write (any OpenSSL or
+    BoringSSL build with symbols) belong to the openssl family, so nothing is probed twice."""
+
+    name = "boringssl"
+    bpf_file = "openssl.c"  # same C ABI: SSL_write(ssl, buf, int num), SSL_read(...) -> int
+    points = tuple(p for p in OpenSslFamily.points if p.name in ("SSL_write", "SSL_read"))
+
+    def __init__(self, signatures: Optional[Tuple[Signature, ...]] = None) -> None:
+        self._signatures = signatures
+        self._cache: "OrderedDict[Version, Optional[Located]]" = OrderedDict()
+
+    @property
+    def signatures(self) -> Tuple[Signature, ...]:
+        if self._signatures is None:
+            self._signatures = load_signatures()
+        return self._signatures
+
+    def scan(self, image: ElfImage) -> Optional[Scan]:
+        located = self._located(image)
+        if located is None:
+            return None
+        scan = Scan(self.name, located.library, missing=list(located.missing),
+                    notes=list(located.notes))
+        for point in self.points:
+            found = located.found.get(point.name)
+            if found is not None:
+                scan.locations.append(Location(point.name, found.address, found.method))
+                scan.notes.append("%s at %#x: %s" % (point.name, found.address, found.evidence))
+        return scan
+
+    def _located(self, image: ElfImage) -> Optional[Located]:
+        """One search per file version: the same binary reached by another path (each process's
+        /proc/PID/root/...) or scanned again by tls-scan is not searched again."""
+        if image.version in self._cache:
+            self._cache.move_to_end(image.version)
+            return self._cache[image.version]
+        result = None
+        if image.machine == "EM_X86_64":
+            result = _locate(image, self.signatures)
+        self._cache[image.version] = result
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return result
 
 
-def locate(path: str, signatures: Optional[Tuple[Signature, ...]] = None) -> Optional[Located]:
-    """Find BoringSSL's SSL_read/SSL_write in the file at `path` with the signatures; None if the
-    file is not an x86-64 ELF carrying BoringSSL's ssl_lib.cc. Never raises on odd files.
-
-    Cached by file version (device, inode, size, mtime) for the default signatures."""
+def _locate(image: ElfImage, signatures: Tuple[Signature, ...]) -> Optional[Located]:
+    """The first signature's findings in `image`; None when no signature's source file is in it,
+    or when it found functions in a file that exports SSL_write. Never raises on odd files."""
     try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if signatures is None and version in _cache:
-        _cache.move_to_end(version)
-        return _cache[version]
-    result = _locate_uncached(path, signatures or _default_signatures())
-    if signatures is None:
-        _cache[version] = result
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return result
-
-
-def _locate_uncached(path: str, signatures: Tuple[Signature, ...]) -> Optional[Located]:
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            if elf.get_machine_arch() != "x64":
-                return None
-            binary = _Binary(fh, elf)
+        with open(image.path, "rb") as fh:
+            binary = _Binary(fh, image.elf)
             try:
+                text = binary.text
                 for sig in signatures:
-                    if sig.arch == "x86_64":
-                        located = _locate_with(binary, sig)
-                        if located is not None:
-                            return located
+                    if sig.arch != "x86_64" or text is None:
+                        continue
+                    files = _string_addresses(binary, sig.source_file.encode())
+                    if not files:
+                        continue
+                    located = _locate_with(binary, text, sig, files)
+                    if located.found and image.symbol("SSL_write") is not None:
+                        return None  # BoringSSL with symbols: the openssl family's
+                    return located
             finally:
                 binary.close()
     except (OSError, ValueError, ELFError, struct.error, capstone.CsError):
         return None
     return None
-
-
-_signatures: Optional[Tuple[Signature, ...]] = None
-
-
-def _default_signatures() -> Tuple[Signature, ...]:
-    global _signatures
-    if _signatures is None:
-        _signatures = load_signatures()
-    return _signatures
