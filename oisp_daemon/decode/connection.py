@@ -1,8 +1,9 @@
 """All connections of all traced processes: one protocol decoder each, and their lifecycle.
 
 The capture layer feeds TLS plaintext per connection (pid, SSL pointer); each connection gets a
-ProtocolDecoder (decode/protocol.py; HTTP/1.1 for now, decode/http1_exchanges.py) that turns it
-into exchange steps. The tracker owns when a connection's decoding ends, and makes sure that no
+ProtocolDecoder (decode/protocol.py) that turns it into exchange steps, chosen by its first bytes:
+HTTP/2 (decode/http2.py) after the client preface, or from frames when the sensor joined the
+connection mid-way (counted: http2_joined_midway), HTTP/1.1 (decode/http1_exchanges.py) otherwise. The tracker owns when a connection's decoding ends, and makes sure that no
 exchange is lost or left open when it does: every open exchange then gets its ResponseDone,
 partial with the reason:
 
@@ -23,10 +24,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .http1_exchanges import Http1Decoder
-from .websocket import after_upgrade
+from .http2 import Http2Decoder, sniff
+from .messages import HttpRequest, HttpResponse
+from .websocket import after_connect, after_upgrade
 from .protocol import (
     CONNECTION_CLOSED, DECODE_ERROR, IDLE_TIMEOUT, IGNORED, PROCESS_EXIT, ConnectionKey, DecodeStats,
     ProtocolDecoder, ResponseDone, Step, Stopped, end_exchange,
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 
 
 class _Connection:
-    def __init__(self, decoder: ProtocolDecoder, now_ns: int) -> None:
-        self.decoder = decoder
+    def __init__(self, now_ns: int) -> None:
+        self.decoder: Optional[ProtocolDecoder] = None  # chosen by the first bytes
+        self.head: List[Tuple[str, bytes, int]] = []  # calls held until the protocol is told
         self.last_ns = now_ns
 
 
@@ -65,6 +69,8 @@ class ConnectionTracker:
             return []
         out: List[Step] = []
         try:
+            if conn.decoder is None and not self._choose(key, conn, direction, data, ts_ns, out):
+                return []
             conn.decoder.feed(direction, data, ts_ns, out)
         except Exception:  # a decoder bug must cost one connection, never the daemon
             log.exception("decoding connection pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
@@ -82,6 +88,8 @@ class ConnectionTracker:
             return []
         out: List[Step] = []
         try:
+            if conn.decoder is None:  # lost bytes before the protocol was told: assume HTTP/1.1
+                self._choose(key, conn, "write", b"", ts_ns, out, force=True)
             conn.decoder.gap(ts_ns, out)
         except Exception:
             log.exception("decoding a gap of pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
@@ -137,6 +145,8 @@ class ConnectionTracker:
         """DecodeStats, with the parser counters of live connections included."""
         counters = asdict(self.stats)
         for conn in self._conns.values():
+            if conn.decoder is None:
+                continue
             counters["skipped_bytes"] += conn.decoder.skipped_bytes
             counters["resyncs"] += conn.decoder.resyncs
         return counters
@@ -152,13 +162,39 @@ class ConnectionTracker:
             return None
         conn = self._conns.get(key)
         if conn is None:
-            conn = self._conns[key] = _Connection(self._new_decoder(key), ts_ns)
+            conn = self._conns[key] = _Connection(ts_ns)
         conn.last_ns = max(conn.last_ns, ts_ns)
         return conn
 
-    def _new_decoder(self, key: ConnectionKey) -> ProtocolDecoder:
-        # Issue 10: choose by the first bytes (HTTP/2 preface) or hand over after an upgrade.
+    def _choose(self, key: ConnectionKey, conn: _Connection, direction: str, data: bytes, ts_ns: int,
+                out: List[Step], force: bool = False) -> bool:
+        """Pick the connection's protocol from its first bytes (held, a few bytes at most, until
+        they tell): the HTTP/2 client preface, HTTP/2 frames (joined mid-way), else HTTP/1.1.
+        Feeds the held calls to the new decoder; False while still undecided."""
+        first = b"".join(d for dr, d, _ in conn.head if dr == direction) + data
+        kind = sniff(first) if not force else "http1"
+        if kind is None:
+            if data:
+                conn.head.append((direction, data, ts_ns))
+            return False
+        conn.decoder = self._new_decoder(key, kind)
+        head, conn.head = conn.head, []
+        for held_direction, held, held_ts in head:
+            conn.decoder.feed(held_direction, held, held_ts, out)
+        return True
+
+    def _new_decoder(self, key: ConnectionKey, kind: str) -> ProtocolDecoder:
+        """The decoder for a protocol sniff() told ("h2", "h2_midway", "http1")."""
+        if kind == "h2_midway":
+            self.stats.http2_joined_midway += 1
+        if kind in ("h2", "h2_midway"):
+            return Http2Decoder(key, self.stats, self.max_body_bytes, self.max_header_bytes,
+                                midway=kind == "h2_midway", open_tunnel=self._open_tunnel)
         return Http1Decoder(key, self.stats, self.max_body_bytes, self.max_header_bytes)
+
+    def _open_tunnel(self, key: ConnectionKey, connect: HttpRequest, accepted: HttpResponse) -> Optional[ProtocolDecoder]:
+        """The decoder of an HTTP/2 stream that a 2xx to CONNECT made a tunnel (RFC 8441: a WebSocket)."""
+        return after_connect(key, self.stats, self.max_body_bytes, connect, accepted)
 
     def _hand_over(self, key: ConnectionKey, conn: _Connection, ts_ns: int, reason: str) -> List[Step]:
         """The decoder stopped (`reason`): go on with the decoder of the protocol the connection
@@ -192,6 +228,8 @@ class ConnectionTracker:
     def _release(self, key: ConnectionKey, conn: _Connection, ts_ns: int, why: str) -> List[Step]:
         out: List[Step] = []
         decoder = conn.decoder
+        if decoder is None:
+            return out  # only a few held bytes: no exchange began
         try:
             decoder.close(ts_ns, why, out)
         except Exception:

@@ -175,6 +175,7 @@ class DecodeStats:
     resyncs: int = 0  # times a parser lost the message boundary and looked for the next one
     skipped_bytes: int = 0  # bytes thrown away while resynchronising
     ignored_bytes: int = 0  # bytes of connections not decoded (not AI, other protocol)
+    http2_joined_midway: int = 0  # HTTP/2 connections first seen after their start: HPACK state unknown
 
 
 class ProtocolDecoder(ABC):

@@ -320,6 +320,9 @@ _NO_RESPONSE_WHY = {
     "tunnel": "the connection became a tunnel",
     "not_http1": "the response was not HTTP/1.x",
     "http2_preface": "the connection spoke HTTP/2",
+    "http2_error": "the HTTP/2 connection broke its framing rules",
+    "rst_stream": "the HTTP/2 stream was reset",
+    "goaway": "the server refused the HTTP/2 stream (GOAWAY)",
 }
 
 

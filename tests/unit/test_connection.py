@@ -172,12 +172,11 @@ def test_ignored_connection_expires_when_idle(tracker):
     assert pairs(tracker.on_data(KEY, "write", get("/new"), 20_000_000_001)) == [("/new", None)]
 
 
-def test_http2_preface_stops_the_connection(tracker):
-    out = tracker.on_data(KEY, "write", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04", 1)
-    assert out == [Stopped(KEY, "http2_preface")]
-    assert tracker.connection_count() == 0
-    assert tracker.on_data(KEY, "read", b"\x00\x00\x06\x04\x00\x00\x00\x00\x00", 2) == []
-    assert tracker.stats.orphan_responses == 0 and tracker.stats.stopped_connections == 1
+def test_http2_preface_picks_the_http2_decoder(tracker):
+    out = tracker.on_data(KEY, "write", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", 1)
+    assert out == [] and tracker.connection_count() == 1
+    assert tracker.on_data(KEY, "read", b"\x00\x00\x00\x04\x00\x00\x00\x00\x00", 2) == []
+    assert tracker.stats.orphan_responses == 0 and tracker.stats.stopped_connections == 0
 
 
 def test_upgrade_answers_its_request_partially_and_stops_decoding(tracker):
