@@ -15,6 +15,7 @@ from oisp_daemon.decode.connection import ConnectionTracker
 from oisp_daemon.decode.http1_exchanges import Http1Decoder
 from oisp_daemon.decode.http2 import PREFACE, Http2Decoder, sniff
 from oisp_daemon.decode.protocol import DecodeStats, RequestDone, ResponseDone, ResponseProgress, Stopped
+from tests.support import ws_replay as ws
 
 KEY = (4321, 0x7F0000003000)
 
@@ -394,3 +395,23 @@ def test_ping_and_window_updates_are_ignored(tracker):
     wire = one_exchange()
     calls = wire.calls[:2] + [("read", PingFrame(0, opaque_data=b"12345678").serialize(), 1500)] + wire.calls[2:]
     assert [r[1] for r in summary(feed(tracker, calls))] == ["POST /v1/chat/completions", 200]
+
+
+def test_a_websocket_over_extended_connect_is_decoded_through_the_tracker(tracker):
+    wire = Wire()
+    wire.server.local_settings.enable_connect_protocol = 1
+    wire.flush()
+    sid = wire.client.get_next_available_stream_id()
+    wire.client.send_headers(sid, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                                   (":path", "/v1/responses"), (":authority", "api.openai.com")])
+    wire.flush()
+    wire.server.send_headers(sid, [(":status", "200")])
+    wire.flush()
+    wire.client.send_data(sid, ws.message(ws.dumps({"type": "response.create", "model": "gpt-4o"}), b"\x01\x02\x03\x04"))
+    wire.flush()
+    wire.server.send_data(sid, ws.message(ws.dumps({"type": "response.completed", "response": {}})))
+    wire.flush()
+    rows = summary(feed(tracker, wire.calls))
+    assert [r[:2] for r in rows] == [("req", "CONNECT /v1/responses"), ("resp", 200),
+                                     ("req", "WEBSOCKET /v1/responses"), ("resp", 200)]
+    assert rows[-1][3] == ()  # the WebSocket exchange is whole
