@@ -5,6 +5,7 @@ from typing import Tuple
 
 from .base import TlsFamily
 from .boringssl import BoringSslFamily
+from .rustls import RustlsFamily
 from .symbols import GnuTlsFamily, NssFamily, OpenSslFamily
 
 FAMILIES: Tuple[TlsFamily, ...] = (
@@ -12,6 +13,7 @@ FAMILIES: Tuple[TlsFamily, ...] = (
     GnuTlsFamily(),
     NssFamily(),
     BoringSslFamily(),
+    RustlsFamily(),
 )
 
 
