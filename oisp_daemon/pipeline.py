@@ -93,6 +93,7 @@ class Pipeline:
         max_message_bytes: int,
         idle_timeout_s: float,
         ignore_connection: Callable[[int, int], None],
+        forget_connection: Callable[[int, int], None] = lambda pid, ssl: None,
         clock: Optional[Clock] = None,
         host: Optional[HostContext] = None,
         processes: Optional[ProcessCache] = None,
@@ -104,6 +105,8 @@ class Pipeline:
         self.streaming_chunks = streaming_chunks
         self.provider_hosts = provider_hosts
         self.ignore_connection = ignore_connection
+        # a plain socket's kernel entry outlives a process that exits without close(2)
+        self.forget_connection = forget_connection
         self.clock = clock or Clock()
         self.host = host or HostContext.collect()
         self.processes = processes or ProcessCache()
@@ -166,6 +169,8 @@ class Pipeline:
         self._steps(self.tracker.on_process_exit(record.pid, record.ts_ns))
         self.assembler.forget_pid(record.pid)
         for key in [k for k in self.conns if k[0] == record.pid]:
+            if rec.is_plain(key[1]):
+                self.forget_connection(*key)
             del self.conns[key]
         for key in [k for k in self.fd_addr if k[0] == record.pid]:
             del self.fd_addr[key]
@@ -205,7 +210,9 @@ class Pipeline:
         return self.fd_addr.get((key[0], conn.fd))
 
     def _provider_for(self, key: ConnKey, host: Optional[str]) -> Optional[str]:
-        provider = detect_provider(host, None, self.provider_hosts) if host else None
+        # a Host header without a port names port 80 on plain HTTP, 443 on TLS
+        default_port = 80 if rec.is_plain(key[1]) else None
+        provider = detect_provider(host, default_port, self.provider_hosts) if host else None
         if provider is None:
             remote = self._remote(key)
             if remote is not None:
@@ -243,6 +250,8 @@ class Pipeline:
         info = parse_request(provider, req, endpoint_host)
         if info is None:
             return  # an endpoint of the provider that is not an AI call (e.g. GET /v1/models)
+        if rec.is_plain(key[1]) and info.endpoint.startswith("https://"):
+            info.endpoint = "http://" + info.endpoint[len("https://"):]
         process, actor = self.processes.lookup(key[0])
         event = build_ai_request(info, req, clock=self.clock, host=self.host, process=process, actor=actor)
         trace_id, results = self.correlation.on_request(key[0], info, event)

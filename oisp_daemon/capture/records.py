@@ -22,6 +22,15 @@ REC_EXIT = 8
 
 MAX_CHUNK = 16384  # most data bytes one record carries (CHUNK_LARGE)
 
+# The `ssl` of a plain-HTTP socket's records (bpf/sockets.c): PLAIN_TAG | connection number << 32
+# | fd. Bit 63 is never set in a user-space pointer, so it cannot collide with a TLS connection.
+PLAIN_TAG = 1 << 63
+
+
+def is_plain(ssl: int) -> bool:
+    """Whether a connection identity is a plain (not TLS) socket's."""
+    return bool(ssl & PLAIN_TAG)
+
 
 class RecHdr(ctypes.Structure):
     _fields_ = [

@@ -14,6 +14,11 @@ _DEFAULTS: Dict[str, Any] = {
         "max_connections": 65536,
         # One ai.streaming_chunk per streamed delta: the live view of an answer as it is written.
         "streaming_chunks": True,
+        # Plain HTTP (capture/plain_http.py): extra host:port / CIDR:port destinations; the
+        # local model servers' loopback ports are captured unless plain_http_defaults is off.
+        "plain_http": [],
+        "plain_http_defaults": True,
+        "plain_http_server": False,
     },
     "binary_paths": [],
     "providers": {"hosts": {}},

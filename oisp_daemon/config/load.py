@@ -112,6 +112,7 @@ def validate(config: Dict[str, Any], origin: str) -> None:
     if errors:
         raise ConfigError("\n".join(errors))
     _check_patterns(config, origin)
+    _check_plain_http(config, origin)
 
 
 def _check_patterns(config: Dict[str, Any], origin: str) -> None:
@@ -123,6 +124,16 @@ def _check_patterns(config: Dict[str, Any], origin: str) -> None:
         Redactor(redaction.get("mode", "safe"), redaction.get("custom_patterns", []))
     except RedactionConfigError as exc:
         raise ConfigError(f"{origin}: redaction.custom_patterns: {exc}") from exc
+
+
+def _check_plain_http(config: Dict[str, Any], origin: str) -> None:
+    """capture.plain_http entries must be addresses, prefixes or host names with a port."""
+    from ..capture import plain_http
+
+    try:
+        plain_http.check(config)
+    except plain_http.PlainHttpConfigError as exc:
+        raise ConfigError(f"{origin}: capture.plain_http: {exc}") from exc
 
 
 def system_files(config_file: str = CONFIG_FILE, dropin_dir: Optional[str] = None) -> List[str]:

@@ -54,8 +54,9 @@ class ReplayServerProcess:
     """A running replay server: where it listens, its pid, and the requests it has received."""
 
     def __init__(self, process: "subprocess.Popen[bytes]", host: str, port: int, pki: TestPki,
-                 log_path: Path, stderr_path: Path, fixtures_dir: Path) -> None:
+                 log_path: Path, stderr_path: Path, fixtures_dir: Path, plain: bool = False) -> None:
         self.process = process
+        self.plain = plain
         self.host = host
         self.port = port
         self.pki = pki
@@ -68,9 +69,11 @@ class ReplayServerProcess:
         return self.process.pid
 
     def url(self, path: str = "/", host: str = "api.openai.com") -> str:
-        """``https://<host>[:port]<path>``: what a client in a hosts namespace asks for."""
-        port = "" if self.port == 443 else ":%d" % self.port
-        return "https://%s%s%s" % (host, port, path)
+        """``https://<host>[:port]<path>``: what a client in a hosts namespace asks for
+        (``http://`` from a plain server)."""
+        scheme, default = ("http", 80) if self.plain else ("https", 443)
+        port = "" if self.port == default else ":%d" % self.port
+        return "%s://%s%s%s" % (scheme, host, port, path)
 
     def hosts_mapping(self, names: Optional[Iterable[str]] = None) -> Dict[str, str]:
         """Host name -> this server's address, for all provider names unless ``names`` is given."""
@@ -127,11 +130,13 @@ def _await_ready(process: "subprocess.Popen[bytes]", timeout: float) -> Optional
 
 def start_replay_server(pki: TestPki, workdir: Path, *, host: Optional[str] = None, port: int = 443,
                         fixtures_dir: Optional[Path] = None, chunk_delay_ms: float = 2.0,
-                        python: str = sys.executable, timeout: float = 20.0) -> ReplayServerProcess:
+                        python: str = sys.executable, timeout: float = 20.0,
+                        plain: bool = False) -> ReplayServerProcess:
     """Start ``python -m tests.support.replay_server`` and wait until it listens.
 
     Without ``host`` a free random loopback address is chosen (and another one tried if it was
-    taken meanwhile). ``port=0`` lets the kernel pick (then URLs carry the port).
+    taken meanwhile). ``port=0`` lets the kernel pick (then URLs carry the port). ``plain``: plain
+    HTTP instead of TLS (the local model servers').
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -144,12 +149,12 @@ def start_replay_server(pki: TestPki, workdir: Path, *, host: Optional[str] = No
         log_path.touch()
         argv = [python, "-m", "tests.support.replay_server", "--host", address, "--port", str(port),
                 "--cert", str(pki.cert_file), "--key", str(pki.key_file), "--log", str(log_path),
-                "--fixtures-dir", str(folder), "--chunk-delay-ms", str(chunk_delay_ms)]
+                "--fixtures-dir", str(folder), "--chunk-delay-ms", str(chunk_delay_ms)] + (["--plain"] if plain else [])
         with open(stderr_path, "wb") as stderr:
             process = subprocess.Popen(argv, cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=stderr)
         ready = _await_ready(process, timeout)
-        server = ReplayServerProcess(process, address, port, pki, log_path, stderr_path, folder)
+        server = ReplayServerProcess(process, address, port, pki, log_path, stderr_path, folder, plain)
         if ready:
             server.port = int(ready["port"])
             return server

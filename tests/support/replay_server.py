@@ -1,4 +1,5 @@
-"""TLS HTTP/1.1 server that replays recorded provider responses to real clients.
+"""TLS HTTP/1.1 server that replays recorded provider responses to real clients (``--plain``:
+plain HTTP, as Ollama and the other local model servers speak it).
 
 Run it as its own process (``python -m tests.support.replay_server ...``, see replay_process.py):
 it uses the system libssl like the clients do, so the sensor sees it too and tests tell the two
@@ -450,8 +451,8 @@ def request_record(conn_id: int, peer: str, tls: ssl.SSLSocket, request: Request
         "time": time.time(),
         "conn": conn_id,
         "peer": peer,
-        "alpn": tls.selected_alpn_protocol(),
-        "tls_version": tls.version(),
+        "alpn": tls.selected_alpn_protocol() if isinstance(tls, ssl.SSLSocket) else None,
+        "tls_version": tls.version() if isinstance(tls, ssl.SSLSocket) else None,
         "method": request.method,
         "target": request.target,
         "path": request.path,
@@ -480,7 +481,9 @@ class ConnectionHandler(socketserver.BaseRequestHandler):
         peer = "%s:%d" % self.client_address[:2]
         self.request.settimeout(IDLE_TIMEOUT_S)
         try:
-            tls = self.server.ssl_context.wrap_socket(self.request, server_side=True)
+            # --plain: the local model servers' plain HTTP (no context)
+            tls = self.server.ssl_context.wrap_socket(self.request, server_side=True) \
+                if self.server.ssl_context is not None else self.request
         except (OSError, ssl.SSLError) as exc:
             self.server.note("conn %d from %s: handshake failed: %s" % (conn_id, peer, exc))
             return
@@ -519,7 +522,7 @@ class ReplayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, address: Tuple[str, int], ssl_context: ssl.SSLContext, fixtures: Dict[str, Fixture],
+    def __init__(self, address: Tuple[str, int], ssl_context: Optional[ssl.SSLContext], fixtures: Dict[str, Fixture],
                  log: RequestLog, chunk_delay: float) -> None:
         self.ssl_context = ssl_context
         self.fixtures = fixtures
@@ -552,8 +555,9 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=443, help="0 picks a free port")
-    parser.add_argument("--cert", required=True, help="server certificate chain (PEM)")
-    parser.add_argument("--key", required=True, help="server private key (PEM)")
+    parser.add_argument("--cert", help="server certificate chain (PEM)")
+    parser.add_argument("--key", help="server private key (PEM)")
+    parser.add_argument("--plain", action="store_true", help="serve plain HTTP (no TLS), as local model servers do")
     parser.add_argument("--log", required=True, help="JSON-lines file that gets one line per request")
     parser.add_argument("--fixtures-dir", default=str(FIXTURES_DIR))
     parser.add_argument("--chunk-delay-ms", type=float, default=2.0)
@@ -564,7 +568,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     _set_comm(PROCESS_COMM)
     log = RequestLog(Path(args.log))
-    server = ReplayServer((args.host, args.port), server_context(args.cert, args.key),
+    if not args.plain and not (args.cert and args.key):
+        raise SystemExit("--cert and --key are required unless --plain")
+    context = None if args.plain else server_context(args.cert, args.key)
+    server = ReplayServer((args.host, args.port), context,
                           load_fixtures(Path(args.fixtures_dir)), log, args.chunk_delay_ms / 1000.0)
 
     def stop(signum, frame):
