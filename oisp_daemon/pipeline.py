@@ -23,6 +23,7 @@ from .events.ai import build_ai_request, build_ai_response, build_ai_response_mi
 from .events.context import HostContext, ProcessCache
 from .events.correlation import Correlator, stamp
 from .events.envelope import Clock
+from .events.plaintext import mark_plaintext
 from .events.streaming import ChunkTimings, build_streaming_chunk
 from .events.tool_result import build_tool_result_events
 from .providers import parse_request, parse_response
@@ -64,6 +65,7 @@ class _Pending:
     info: AiRequestInfo
     request_event: Dict[str, Any]
     trace_id: str  # the conversation the request belongs to (events/correlation.py)
+    key: ConnKey
     stream: Optional[_LiveStream] = None  # set by the first ResponseProgress
 
 
@@ -258,12 +260,12 @@ class Pipeline:
         # the response and chunks need only its ids and confidence: the whole event would pin its body
         ids = {"event_id": event["event_id"], "data": {"request_id": event["data"]["request_id"]},
                "confidence": event["confidence"]}
-        exchange.note = _Pending(info, ids, trace_id)
+        exchange.note = _Pending(info, ids, trace_id, key)
         exchange.streaming = info.streaming  # decode its answer live (ResponseProgress)
         self.stats.ai_requests += 1
-        self._emit(event)
+        self._emit(event, key)
         for result_event in build_tool_result_events(results, event):
-            self._emit(result_event)
+            self._emit(result_event, key)
 
     def _on_progress(self, step: ResponseProgress) -> None:
         """Body bytes of a streamed answer as a TLS read delivered them: decode them now, one
@@ -304,7 +306,7 @@ class Pipeline:
             process=stream.process, actor=stream.actor)
         stamp(event, pending.trace_id)
         self.stats.streaming_chunks += 1
-        self._emit(event)
+        self._emit(event, pending.key)
 
     def _finish_stream(self, pending: _Pending, exchange: Exchange) -> None:
         """The body ended: the live decoder's last deltas (events the end of the body completed)."""
@@ -341,11 +343,13 @@ class Pipeline:
             self.stats.partial_responses += 1
         tool_calls = build_tool_call_events(resp_info, response_event) if resp_info is not None else []
         self.correlation.on_response(exchange.key[0], pending.trace_id, response_event, tool_calls)
-        self._emit(response_event)
+        self._emit(response_event, exchange.key)
         for event in tool_calls:
-            self._emit(event)
+            self._emit(event, exchange.key)
 
-    def _emit(self, event: Dict[str, Any]) -> None:
+    def _emit(self, event: Dict[str, Any], key: ConnKey) -> None:
+        if rec.is_plain(key[1]):
+            mark_plaintext(event)  # read from the socket syscalls, not at a TLS library
         self.stats.events += 1
         try:
             self.emit(event)

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from .capture import libraries
+from .capture import libraries, plain_http
 from .capture.loader import Attached, CaptureOptions, TlsCapture
 from .capture.reader import RingReader
 from .commands import CommandQueue
@@ -43,6 +43,7 @@ class Sensor:
                 uid=uid,
                 comm=comm,
                 cache_dir=config["paths"]["cache_dir"],
+                plain_http=plain_http.from_config(cap),
             )
         )
         self.reader: Optional[RingReader] = None
@@ -91,6 +92,7 @@ class Sensor:
             max_message_bytes=cap["max_message_bytes"],
             idle_timeout_s=cap["idle_timeout_s"],
             ignore_connection=self.capture.ignore,
+            forget_connection=self.capture.forget_connection,
             streaming_chunks=cap["streaming_chunks"],
         )
         self._owner = threading.get_ident()

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from . import kheaders, tracefs
+from . import kheaders, plain_http, tracefs
 from .elf_image import Identity
 from .families import bpf_files, family
 from .libraries import TlsTarget
@@ -44,6 +44,8 @@ class CaptureOptions:
     comm: Optional[str] = None
     cache_dir: str = "/var/cache/oisp-sensor"
     bpf_dir: str = BPF_DIR
+    # plain HTTP from the socket syscalls (capture/plain_http.py): the destinations it tracks
+    plain_http: plain_http.PlainHttpConfig = field(default_factory=lambda: plain_http.from_config({}))
 
 
 @dataclass
@@ -84,7 +86,7 @@ def bpf_dir(preferred: str = BPF_DIR) -> str:
 def bpf_program(directory: str) -> str:
     """The one program text: emit.h, the process tracepoints, then every family's probes."""
     parts = []
-    for name in ("emit.h", "process.c") + bpf_files():
+    for name in ("emit.h", "process.c", plain_http.BPF_FILE) + bpf_files():
         with open(os.path.join(directory, name), encoding="utf-8") as fh:
             parts.append(f"// ---- {name}\n{fh.read()}")
     return "\n".join(parts)
@@ -146,6 +148,10 @@ class TlsCapture:
         cont = self._bpf.load_func("continue_emit", BPF.KPROBE)
         self._bpf["continue_call"][ctypes.c_int(0)] = ctypes.c_int(cont.fd)
         self.set_filter(self.options.pid, self.options.uid, self.options.comm)
+        try:
+            plain_http.attach(self._bpf, BPF.TRACEPOINT, self.options.plain_http)
+        except plain_http.PlainHttpUnavailable as exc:
+            log.warning("plain HTTP to local model servers is not captured: %s", exc)
 
     def attach(self, targets: List[TlsTarget]) -> List[Attached]:
         """Put the uprobes on each library/binary; a target that fails is logged, not fatal."""
@@ -226,6 +232,17 @@ class TlsCapture:
             self._bpf["ignored"][ConnKey(pid, 0, ssl)] = ctypes.c_uint8(1)
         except Exception:  # map full: the connection stays captured, user space drops it
             log.debug("verdict map full; connection %d/%#x stays captured", pid, ssl)
+
+    def forget_connection(self, pid: int, ssl: int) -> None:
+        """A connection whose process is gone: drop what the kernel keeps for it (a plain
+        socket's (pid, fd) entry, its sequence number and verdict)."""
+        plain_http.forget(self._bpf, pid, ssl)
+        key = ConnKey(pid, 0, ssl)
+        for name in ("conn_seq", "ignored"):
+            try:
+                del self._bpf[name][key]
+            except KeyError:
+                pass
 
     def lost(self) -> Dict[str, Any]:
         """Bytes and records the kernel could not put into the ring (summed over CPUs), in total

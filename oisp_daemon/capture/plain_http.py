@@ -7,7 +7,7 @@ learned when they connect (and, with `capture.plain_http_server`, when a listene
 an address accepts): every other socket costs one map lookup per call.
 
 A destination is "host:port", "[v6]:port" or "CIDR:port" (e.g. "10.0.0.0/8:11434"); a host name
-is resolved when the configuration is loaded (and again on reload). Destinations become prefixes
+is resolved when the sensor starts (`capture` settings take effect at a restart). Destinations become prefixes
 of an LPM trie keyed by port and address (IPv4 as IPv4-mapped IPv6), see `struct
 sockets_dest_key` in bpf/sockets.c.
 """
@@ -193,6 +193,75 @@ def write_maps(bpf: Any, config: PlainHttpConfig) -> None:
     for p in want_ports:
         ports[ctypes.c_uint16(p)] = ctypes.c_uint8(1)
     bpf["sockets_config"][ctypes.c_int(0)] = ctypes.c_uint32(1 if config.server_side else 0)
+
+
+# -- attaching -----------------------------------------------------------------------------------
+
+TRACEFS_EVENTS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+_FIELD = re.compile(r"field:(?P<decl>[^;]+);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);")
+
+
+class PlainHttpUnavailable(RuntimeError):
+    """The socket tracepoints cannot be used here; TLS capture goes on without them."""
+
+
+def tracepoint_fields(tracepoint: str, events_dirs: Iterable[str] = TRACEFS_EVENTS) -> Optional[List[Tuple[str, int, int]]]:
+    """(name, offset, size) of a tracepoint's own fields (after the common ones), from tracefs."""
+    category, event = tracepoint.split(":", 1)
+    for base in events_dirs:
+        try:
+            with open(os.path.join(base, category, event, "format"), encoding="ascii") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        out = []
+        for m in _FIELD.finditer(text):
+            name = m.group("decl").split()[-1].lstrip("*")
+            if not name.startswith("common_"):
+                out.append((name, int(m.group("offset")), int(m.group("size"))))
+        return out
+    return None
+
+
+def check_layout(tracepoint: str, fields: Optional[List[Tuple[str, int, int]]]) -> Optional[str]:
+    """Why `struct sockets_sys_enter` / `_exit` (bpf/sockets.c) does not match the tracepoint's
+    record, or None when it does: the syscall number at 8, then 8-byte argument slots from 16, or
+    the return value at 16."""
+    if fields is None:
+        return f"{tracepoint}: no format in tracefs"
+    args = [f for f in fields if f[0] != "__syscall_nr"]
+    if tracepoint.split(":", 1)[1].startswith("sys_exit_"):
+        expected = [("ret", 16, 8)]
+    else:
+        expected = [(name, 16 + 8 * i, 8) for i, (name, _, _) in enumerate(args)]
+    if args != expected or not args:
+        return f"{tracepoint}: fields {args} are not the 8-byte slots from offset 16 that bpf/sockets.c reads"
+    return None
+
+
+def attach(bpf: Any, tracepoint_type: int, config: PlainHttpConfig) -> None:
+    """Set up bpf/sockets.c in a loaded object: its tail call, its maps from `config`, its
+    tracepoints (and the server side's, when configured) and the listeners already running.
+    PlainHttpUnavailable when a tracepoint does not exist or has another layout."""
+    import ctypes
+
+    probes = PROBES + (SERVER_PROBES if config.server_side else ())
+    for tracepoint in sorted({tp for tp, _ in probes}):
+        problem = check_layout(tracepoint, tracepoint_fields(tracepoint))
+        if problem:
+            raise PlainHttpUnavailable(problem)
+    try:
+        cont = bpf.load_func(CONTINUE_FN, tracepoint_type)
+        bpf["sockets_continue"][ctypes.c_int(0)] = ctypes.c_int(cont.fd)
+        write_maps(bpf, config)
+        for tracepoint, fn_name in probes:
+            bpf.attach_tracepoint(tp=tracepoint, fn_name=fn_name)
+    except Exception as exc:  # bcc raises bare Exception
+        raise PlainHttpUnavailable(f"loading the socket programs failed: {exc}") from exc
+    listeners = write_listeners(bpf, existing_listeners(config)) if config.server_side else 0
+    log.info("plain HTTP: %d destinations (%s)%s", len(config.destinations),
+             ", ".join(str(d) for d in config.destinations[:8]) + (", ..." if len(config.destinations) > 8 else ""),
+             f"; server side on, {listeners} listeners already running" if config.server_side else "")
 
 
 # -- listeners that existed before the sensor (server side) --------------------------------------

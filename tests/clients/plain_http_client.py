@@ -105,6 +105,7 @@ def _recv(sock: socket.socket, calls: str) -> bytes:
 def syscalls(fixture: Fixture, url: str, calls: str) -> Dict[str, Any]:
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT_S) as sock:
+        sock.settimeout(None)  # blocking: os.read and os.readv know no timeouts
         _send(sock, raw_request(fixture, parts.netloc), calls)
         answer = _recv(sock, calls)
     status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else None
