@@ -135,7 +135,12 @@ def start_sensor(
 # Ollama served over TLS under a name of its own (the recordings are plain HTTP on 127.0.0.1:11434,
 # which the TLS probes cannot see): the operator's providers.hosts names it.
 OLLAMA_TLS_HOST = "ollama.replay.test"
-SESSION_SENSOR_CONFIG = f"providers:\n  hosts:\n    {OLLAMA_TLS_HOST}: ollama\n"
+# Plain HTTP (test_record_plain_http.py): OpenAI-compatible servers on this configured prefix and
+# port besides the default loopback ports, and the accepting end of each tracked listener.
+PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT = "127.77.0.0/16", 18000
+SESSION_SENSOR_CONFIG = (f"providers:\n  hosts:\n    {OLLAMA_TLS_HOST}: ollama\n"
+                         f"capture:\n  plain_http: ['{PLAIN_HTTP_PREFIX}:{PLAIN_HTTP_PORT}']\n"
+                         "  plain_http_server: true\n")
 
 
 @pytest.fixture(scope="session")
