@@ -31,7 +31,6 @@ import capstone
 from capstone import x86 as cs_x86
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
 
 from ..elf_image import ElfImage, Version
 from ..probe_table import Location, Scan
@@ -116,7 +115,7 @@ class Found:
 
 @dataclass
 class Located:
-    """What locate() found in one file."""
+    """What one signature found in one file."""
     library: str
     found: Dict[str, Found] = field(default_factory=dict)  # probe points only
     missing: List[str] = field(default_factory=list)  # "SSL_read: <why>"
@@ -139,16 +138,26 @@ class _Binary:
 
     def __init__(self, fh: Any, elf: ELFFile) -> None:
         self.data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self.elf = elf
         self.code: List[_Section] = []
-        self.rodata: List[_Section] = []
-        for sec in elf.iter_sections():
-            if sec["sh_type"] != "SHT_PROGBITS" or not sec["sh_flags"] & 0x2:  # SHF_ALLOC
-                continue
-            s = _Section(sec.name, sec["sh_addr"], sec["sh_offset"], sec["sh_size"])
-            if s.offset + s.size > len(self.data):
-                continue
-            (self.code if sec["sh_flags"] & 0x4 else self.rodata).append(s)  # SHF_EXECINSTR
+        self.rodata: List[_Section] = []  # read-only data: where string literals live
+        self._relocations: List[Tuple[int, int, int, int]] = []  # (offset, size, symtab, strtab)
+        headers = [(sec.name, sec.header) for sec in elf.iter_sections()]
+        for name, h in headers:
+            inside = h["sh_offset"] + h["sh_size"] <= len(self.data)
+            if h["sh_type"] == "SHT_PROGBITS" and h["sh_flags"] & 0x2 and inside:  # SHF_ALLOC
+                s = _Section(name, h["sh_addr"], h["sh_offset"], h["sh_size"])
+                if h["sh_flags"] & 0x4:  # SHF_EXECINSTR
+                    self.code.append(s)
+                elif not h["sh_flags"] & 0x1:  # not SHF_WRITE
+                    self.rodata.append(s)
+            elif h["sh_type"] == "SHT_RELA" and h["sh_flags"] & 0x2 and inside \
+                    and h["sh_link"] < len(headers):
+                symtab = headers[h["sh_link"]][1]
+                if symtab["sh_link"] < len(headers):
+                    self._relocations.append((h["sh_offset"], h["sh_size"], symtab["sh_offset"],
+                                              headers[symtab["sh_link"]][1]["sh_offset"]))
+        self.sections = {name for name, _ in headers}
+        self.position_dependent = elf["e_type"] == "ET_EXEC"
         self.text = next((s for s in self.code if s.name == ".text"), None)
         self._got: Optional[Dict[int, str]] = None
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -171,16 +180,20 @@ class _Binary:
         return next(self._md.disasm(self.data[off:off + 16], vaddr, 1), None)
 
     def got_names(self) -> Dict[int, str]:
-        """GOT slot -> imported symbol name, from the dynamic relocations."""
+        """GOT slot -> imported symbol name, from the dynamic relocations (Elf64_Rela entries
+        read directly: pyelftools takes a second for the few hundred of a big binary)."""
         if self._got is None:
             self._got = {}
-            for sec in self.elf.iter_sections():
-                if not isinstance(sec, RelocationSection) or not sec["sh_flags"] & 0x2:
-                    continue
-                symtab = self.elf.get_section(sec["sh_link"])
-                for rel in sec.iter_relocations():
-                    if rel["r_info_sym"]:
-                        self._got[rel["r_offset"]] = symtab.get_symbol(rel["r_info_sym"]).name
+            for offset, size, symtab, strtab in self._relocations:
+                for at in range(offset, offset + size - 23, 24):
+                    r_offset, r_info = struct.unpack_from("<QQ", self.data, at)
+                    sym = r_info >> 32
+                    if not sym or symtab + sym * 24 + 4 > len(self.data):
+                        continue
+                    name_at = strtab + struct.unpack_from("<I", self.data, symtab + sym * 24)[0]
+                    end = self.data.find(b"\x00", name_at, name_at + 256)
+                    if end > name_at:
+                        self._got[r_offset] = self.data[name_at:end].decode("ascii", "replace")
         return self._got
 
     def import_name(self, vaddr: int, through_slot: bool) -> Optional[str]:
@@ -399,36 +412,36 @@ def _string_addresses(binary: _Binary, suffix: bytes) -> FrozenSet[int]:
     return frozenset(out)
 
 
-def _rel32_sites(binary: _Binary, sec: _Section, opcode: bytes,
-                 targets: Iterable[int]) -> Dict[int, List[int]]:
-    """target -> vaddrs of `opcode rel32` instructions in `sec` whose rel32 lands on the target.
+def _rel32_sites(binary: _Binary, sec: _Section, opcode: bytes, target: int,
+                 enough: Optional[int] = None) -> List[int]:
+    """Vaddrs of `opcode rel32` instructions in `sec` whose rel32 lands on `target`, searched
+    outwards from the target (callers tend to sit near their callee), stopping at `enough`.
 
-    Within a 64 KiB window of instruction addresses the displacement to a fixed target takes at
-    most two values of its top 16 bits, so a search for those two bytes (memchr speed, in C)
-    finds the candidates; only windows near the target see common values like 00 00.
+    Within a 64 KiB window of instruction addresses the displacement to the target takes at most
+    two values of its top 16 bits, so a search for those two bytes (memchr speed, in C) finds the
+    candidates.
     """
-    targets = sorted(set(targets))
-    out: Dict[int, List[int]] = {t: [] for t in targets}
     lead = len(opcode) + 2  # bytes before the top half of rel32
     ilen = len(opcode) + 4
     data = binary.data
-    for w0 in range(0, sec.size, _WINDOW):
+    here = target - sec.vaddr
+    out: List[int] = []
+    for w0 in sorted(range(0, sec.size, _WINDOW), key=lambda w: abs(w + _WINDOW // 2 - here)):
         w1 = min(sec.size, w0 + _WINDOW)
-        tops = set()
-        for t in targets:
-            for p in (w0, w1 - 1):
-                tops.add((((t - (sec.vaddr + p + ilen)) & 0xFFFFFFFF) >> 16, t))
         end = min(sec.offset + w1 + ilen - 1, sec.offset + sec.size)
-        for top, t in tops:
+        tops = {((target - (sec.vaddr + p + ilen)) & 0xFFFFFFFF) >> 16 for p in (w0, w1 - 1)}
+        for top in tops:
             needle = struct.pack("<H", top)
             at = data.find(needle, sec.offset + w0 + lead, end)
             while at >= 0:
                 start = at - lead
-                if data[start:start + len(opcode)] == opcode:
+                if start < sec.offset + w1 and data[start:start + len(opcode)] == opcode:
                     rel = struct.unpack_from("<i", data, start + len(opcode))[0]
                     vaddr = sec.vaddr + start - sec.offset
-                    if vaddr + ilen + rel == t:
-                        out[t].append(vaddr)
+                    if vaddr + ilen + rel == target:
+                        out.append(vaddr)
+                        if enough is not None and len(out) >= enough:
+                            return out
                 at = data.find(needle, at + 1, end)
     return out
 
@@ -436,9 +449,8 @@ def _rel32_sites(binary: _Binary, sec: _Section, opcode: bytes,
 def _file_references(binary: _Binary, text: _Section, files: FrozenSet[int]) -> List[int]:
     """Instructions loading a file-name string into rcx: `mov ecx, imm32` in a position-dependent
     executable, `lea rcx, [rip + disp]` in a position-independent file."""
-    if binary.elf["e_type"] != "ET_EXEC":
-        return sorted(v for sites in _rel32_sites(binary, text, b"\x48\x8d\x0d", files).values()
-                      for v in sites)
+    if not binary.position_dependent:
+        return sorted(v for f in files for v in _rel32_sites(binary, text, b"\x48\x8d\x0d", f))
     refs = []
     end = text.offset + text.size
     for addr in files:
@@ -503,7 +515,7 @@ def _structural_failures(spec: FunctionSpec, fn: _Function, known: Dict[str, int
 
 
 def _library_name(binary: _Binary, sig: Signature) -> str:
-    bun = any(s.name.startswith(".bun") for s in binary.code + binary.rodata)
+    bun = any(name.startswith(".bun") for name in binary.sections)
     return "%s (%s)" % (sig.library, "Bun, built in" if bun else "built in, no symbols")
 
 
@@ -525,52 +537,41 @@ def _locate_with(binary: _Binary, text: _Section, sig: Signature, files: FrozenS
                          "through %s" % (sig.method, len(refs), sig.source_file, len(functions),
                                          unplaced, ", ".join(hex(c) for c in sorted(callees)
                                                              if c is not None) or "nothing"))
-    # Structural rules in the order of the specs (a helper precedes the functions calling it);
-    # the callers scan runs once, over every candidate left.
-    candidates: Dict[str, List[_Function]] = {}
-    failures: Dict[str, List[str]] = {}
+    # Structural rules in the order of the specs (a helper precedes the functions calling it),
+    # then a direct caller, the one search that runs over the whole code.
     known: Dict[str, int] = {}
     for spec in sig.functions:
-        matching = [fn for fn in functions.values()
-                    if fn.reasons(sig.error_library) == spec.reasons]
-        passing = []
+        reasons = ", ".join(str(r) for r in sorted(spec.reasons))
+        matching = [fn for fn in functions.values() if fn.reasons(sig.error_library) == spec.reasons]
+        failures = []
+        passing: List[Tuple[_Function, List[int]]] = []
         for fn in matching:
             bad = _structural_failures(spec, fn, known)
+            need = spec.verify.get("min_direct_callers", 0)
+            calls = _rel32_sites(binary, text, b"\xe8", fn.start, enough=need) if need and not bad else []
+            if len(calls) < need and not bad:
+                bad = ["%d direct callers" % len(calls)]
             if bad:
-                failures.setdefault(spec.name, []).append("%s %s" % (hex(fn.start), "; ".join(bad)))
+                failures.append("%#x %s" % (fn.start, "; ".join(bad)))
             else:
-                passing.append(fn)
-        candidates[spec.name] = passing
-        if len(passing) == 1:
-            known[spec.name] = passing[0].start
-    callers = _rel32_sites(binary, text, b"\xe8",
-                           {fn.start for fns in candidates.values() for fn in fns})
-    reasons_text = ", ".join
-    for spec in sig.functions:
-        need = spec.verify.get("min_direct_callers", 0)
-        passing = [fn for fn in candidates[spec.name] if len(callers[fn.start]) >= need]
-        for fn in candidates[spec.name]:
-            if fn not in passing:
-                failures.setdefault(spec.name, []).append(
-                    "%s has %d direct callers" % (hex(fn.start), len(callers[fn.start])))
+                passing.append((fn, calls))
         if len(passing) != 1:
-            known.pop(spec.name, None)
+            if not matching:
+                why = "no function reports exactly reasons %s" % reasons
+            elif passing:
+                why = "%d candidates pass" % len(passing)
+            else:
+                why = "; ".join(failures)
             if spec.probe:
-                why = ("no function reports exactly reasons %s" % reasons_text(
-                    str(r) for r in sorted(spec.reasons))) if not passing and not failures.get(
-                    spec.name) else ("%d candidates pass" % len(passing) if passing
-                                     else "; ".join(failures[spec.name]))
                 located.missing.append("%s: %s (%s)" % (spec.name, why, sig.method))
             continue
-        fn = passing[0]
-        if not spec.probe:
-            continue
-        lines = sorted(s.line for s in fn.sites if s.line is not None)
-        located.found[spec.name] = Found(
-            spec.name, fn.start, sig.method,
-            "reasons %s at lines %s of %s; %d direct callers" % (
-                reasons_text(str(r) for r in sorted(spec.reasons)),
-                ",".join(str(n) for n in lines), sig.source_file, len(callers[fn.start])))
+        fn, calls = passing[0]
+        known[spec.name] = fn.start
+        if spec.probe:
+            lines = ",".join(str(n) for n in sorted(s.line for s in fn.sites if s.line is not None))
+            located.found[spec.name] = Found(
+                spec.name, fn.start, sig.method, "reasons %s at lines %s of %s; called from %s" % (
+                    reasons, lines, sig.source_file, ", ".join(hex(c) for c in calls) or "-"))
     return located
 
 
