@@ -5,6 +5,7 @@ from typing import Tuple
 
 from .base import TlsFamily
 from .boringssl import BoringSslFamily
+from .go import GoFamily
 from .rustls import RustlsFamily
 from .symbols import GnuTlsFamily, NssFamily, OpenSslFamily
 
@@ -13,6 +14,7 @@ FAMILIES: Tuple[TlsFamily, ...] = (
     GnuTlsFamily(),
     NssFamily(),
     BoringSslFamily(),
+    GoFamily(),
     RustlsFamily(),
 )
 

@@ -1,0 +1,102 @@
+// go_client: the Go net/http client of the tests and of bench/go_overhead.py.
+//
+// It speaks HTTP/1.1 only (TLSNextProto set to an empty map): the sensor's HTTP/2 decoding is
+// tested elsewhere. The CA comes from SSL_CERT_FILE, as crypto/x509 reads it on Linux.
+//
+//	go_client -url URL [-body JSON] [-header 'Name: value']... [-n COUNT]
+//
+// One request (POST when -body is given, else GET), repeated COUNT times on one keep-alive
+// connection; the last stdout line is a JSON summary.
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+type headers []string
+
+func (h *headers) String() string     { return strings.Join(*h, ", ") }
+func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
+
+func main() {
+	url := flag.String("url", "", "request URL")
+	body := flag.String("body", "", "request body (POST when given)")
+	count := flag.Int("n", 1, "requests to send, one after the other")
+	var extra headers
+	flag.Var(&extra, "header", "extra request header 'Name: value' (repeatable)")
+	flag.Parse()
+
+	client := &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+			ForceAttemptHTTP2: false,
+		},
+	}
+	var last []byte
+	status := 0
+	for i := 0; i < *count; i++ {
+		method := "GET"
+		var reader io.Reader
+		if *body != "" {
+			method = "POST"
+			reader = bytes.NewBufferString(*body)
+		}
+		req, err := http.NewRequest(method, *url, reader)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if *body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for _, h := range extra {
+			name, value, ok := strings.Cut(h, ":")
+			if !ok {
+				fmt.Fprintln(os.Stderr, "bad header:", h)
+				os.Exit(2)
+			}
+			req.Header.Set(strings.TrimSpace(name), strings.TrimSpace(value))
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		last, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		status = resp.StatusCode
+		if resp.ProtoMajor != 1 {
+			fmt.Fprintln(os.Stderr, "not HTTP/1.x:", resp.Proto)
+			os.Exit(1)
+		}
+	}
+	digest := sha256.Sum256(last)
+	summary := map[string]interface{}{
+		"status":      status,
+		"requests":    *count,
+		"body_sha256": hex.EncodeToString(digest[:]),
+		"body_bytes":  len(last),
+	}
+	var parsed interface{}
+	if json.Unmarshal(last, &parsed) == nil {
+		summary["body"] = parsed
+	}
+	out, _ := json.Marshal(summary)
+	fmt.Println(string(out))
+}

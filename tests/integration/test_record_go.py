@@ -1,0 +1,84 @@
+"""A Go net/http client, built here with Debian's golang-go, recorded through crypto/tls probes.
+
+Built twice, with symbols and stripped (`-ldflags=-s -w`): both must give the ai.request /
+ai.response pair of a recorded OpenAI exchange (model, usage, text), found through .gopclntab.
+The client speaks HTTP/1.1 (an HTTP/2 variant belongs with the HTTP/2 decoder).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from tests.clients.client_common import OPENAI_TEST_KEY
+from tests.support import clients, go_build
+from tests.support.llm_fixtures import load_fixture
+from tests.support.oisp_schema import assert_valid_event
+from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.bpf
+
+VARIANTS = ("plain", "stripped")
+FIXTURE = "openai-chat-001"
+
+
+@pytest.fixture(scope="module")
+def go_clients(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    from tests.integration.conftest import cannot_run
+
+    try:
+        return {v: go_build.build(v, tmp_path_factory.mktemp("go-client")) for v in VARIANTS}
+    except go_build.GoMissing as exc:
+        cannot_run(str(exc))
+        raise
+
+
+@pytest.fixture(scope="module")
+def go_sensor(go_clients, tmp_path_factory: pytest.TempPathFactory):
+    """A sensor told about the two binaries (binary_paths), so the test does not depend on
+    process discovery reaching a short-lived client in time."""
+    from tests.integration.conftest import start_sensor
+
+    paths = ", ".join(str(p) for p in go_clients.values())
+    sensor = start_sensor(tmp_path_factory.mktemp("go-sensor"), config="binary_paths: [%s]\n" % paths)
+    yield sensor
+    code = sensor.stop()
+    log = "".join(sensor.log)
+    assert code == 0 and "Traceback" not in log, log
+
+
+def run_go_client(binary: Path, hosts, ca_file: Path, fixture: str):
+    fx = load_fixture(fixture)
+    argv = [str(binary), "-url", fx.url, "-body", fx.request_body.decode("utf-8"),
+            "-header", "Authorization: Bearer " + OPENAI_TEST_KEY, "-header", "X-Fixture: " + fixture]
+    return fx, clients.run_client(hosts, argv, env={"SSL_CERT_FILE": str(ca_file), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_go_client_exchange_is_recorded(variant, go_clients, go_sensor, module_hosts, test_pki):
+    fx, result = run_go_client(go_clients[variant], module_hosts, test_pki.ca_file, FIXTURE)
+    summary = result.check()
+    assert summary["status"] == 200 and summary["body"]["model"] == fx.expect["model"]
+    events = go_sensor.wait_for_types(result.pid, ai_request=1, ai_response=1)
+    requests = [e for e in events if e["event_type"] == "ai.request"]
+    responses = [e for e in events if e["event_type"] == "ai.response"]
+    assert len(requests) == len(responses) == 1, [e["event_type"] for e in events]
+    request, response = requests[0], responses[0]
+    for event in (request, response):
+        assert_valid_event(event)
+        assert event["process"]["exe"].endswith(go_clients[variant].name)
+    req, resp = request["data"], response["data"]
+    assert resp["request_id"] == req["request_id"]
+    assert req["provider"]["name"] == resp["provider"]["name"] == "openai"
+    assert req["model"]["id"] == fx.expect["request_model"]
+    assert req["messages"][-1]["content"] == fx.request_json()["messages"][-1]["content"]
+    assert resp["model"]["id"] == fx.expect["model"]
+    assert resp["usage"]["prompt_tokens"] == fx.expect["input_tokens"]
+    assert resp["usage"]["completion_tokens"] == fx.expect["output_tokens"]
+    assert resp["choices"][0]["message"]["content"][:40] == fx.expect["text_prefix"]
+    assert response["confidence"]["completeness"] == "full", response["confidence"]
+    assert OPENAI_TEST_KEY not in json.dumps([request, response])
