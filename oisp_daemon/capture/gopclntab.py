@@ -23,6 +23,7 @@ gives None.
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
@@ -47,6 +48,7 @@ BUILDINFO_BIG_ENDIAN = 0x1
 MAX_FUNCS = 4_000_000
 MAX_NAME = 4096
 PF_X = 0x1
+_RELEASE = re.compile(r"go(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -174,8 +176,10 @@ class Pclntab:
             if name is not None:
                 yield GoFunc(name, self._entry(i), self._entry(i + 1))
 
-    def find(self, names: Iterable[str]) -> Dict[str, GoFunc]:
-        """The functions named (exactly) in `names` that the table has."""
+    def find(self, names: Iterable[str]) -> Dict[str, Tuple[GoFunc, ...]]:
+        """The functions named (exactly) in `names` that the table has, each name with every
+        function of that name in address order: an assembly function and its ABI wrapper share
+        a name, so a caller must tell them apart by their code."""
         # Look the names up in the name table first; then one pass over the functions compares
         # integers, not strings (a big binary has a few hundred thousand functions).
         wanted: Dict[int, str] = {}
@@ -189,18 +193,13 @@ class Pclntab:
                 if at == self._funcname_off or self._data[at - 1] == 0:
                     wanted[at - self._funcname_off] = name
                 start = at + 1
-        found: Dict[str, GoFunc] = {}
-        if not wanted:
-            return found
-        for i in range(self.nfunc):
-            nameoff = self._nameoff(self._funcoff(i))
-            if nameoff in wanted:
-                name = wanted[nameoff]
-                if name not in found:
-                    found[name] = GoFunc(name, self._entry(i), self._entry(i + 1))
-                if len(found) == len(set(wanted.values())):
-                    break
-        return found
+        found: Dict[str, List[GoFunc]] = {}
+        if wanted:
+            for i in range(self.nfunc):
+                name = wanted.get(self._nameoff(self._funcoff(i)))
+                if name is not None:
+                    found.setdefault(name, []).append(GoFunc(name, self._entry(i), self._entry(i + 1)))
+        return {name: tuple(funcs) for name, funcs in found.items()}
 
 
 def _section_candidates(image: ElfImage) -> Iterator[Tuple[int, int, str]]:
@@ -328,14 +327,5 @@ def go_version(image: ElfImage) -> Optional[str]:
 
 def parse_version(version: str) -> Optional[Tuple[int, int]]:
     """(major, minor) of "go1.19.8" / "go1.21rc2" / "go1.22.0 X:boringcrypto"; None otherwise."""
-    if not version.startswith("go"):
-        return None
-    parts = version[2:].split()[0].split(".")
-    if len(parts) < 2 or not parts[0].isdigit():
-        return None
-    minor = ""
-    for ch in parts[1]:
-        if not ch.isdigit():
-            break
-        minor += ch
-    return (int(parts[0]), int(minor)) if minor else None
+    match = _RELEASE.match(version)
+    return (int(match.group(1)), int(match.group(2))) if match else None

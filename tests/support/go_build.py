@@ -8,6 +8,7 @@ build by clearing the ELF header's section-table fields: the code and data stay 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -24,6 +25,7 @@ VARIANTS: Dict[str, Tuple[str, List[str]]] = {
     "plain": ("amd64", []),
     "stripped": ("amd64", ["-ldflags=-s -w"]),
     "pie-stripped": ("amd64", ["-buildmode=pie", "-ldflags=-s -w"]),
+    "arm64": ("arm64", []),
     "arm64-stripped": ("arm64", ["-ldflags=-s -w"]),
 }
 
@@ -81,18 +83,16 @@ def strip_section_headers(src: Path, dst: Path) -> None:
     tmp.rename(dst)
 
 
-def objdump_rets(binary: Path, func: str) -> Optional[List[int]]:
-    """Addresses of the RET instructions of `func` as `go tool objdump` lists them (an
-    independent disassembler: Go's own; it needs the symbol table, so give it the build that is
-    not stripped: the code is the same); None when the function is not found."""
-    pattern = "^" + func.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*").replace(".", r"\.") + "$"
+def objdump(binary: Path, func: str) -> List[Tuple[int, str]]:
+    """(address, mnemonic) of each instruction of `func` as `go tool objdump` lists them (an
+    independent disassembler: Go's own; it needs the symbol table, so give it a build that is
+    not stripped: the code is the same). Empty when the function is not found."""
+    pattern = "^" + re.escape(func) + "$"
     out = subprocess.run([go_binary(), "tool", "objdump", "-s", pattern, str(binary)], capture_output=True,
                          text=True, check=True, env=go_env()).stdout
-    if "TEXT " + func not in out:
-        return None
-    rets = []
+    insns = []
     for line in out.splitlines():
         fields = line.split()  # file:line, address, encoding, mnemonic, operands...
-        if len(fields) >= 4 and fields[3] == "RET":
-            rets.append(int(fields[1], 16))
-    return rets
+        if len(fields) >= 4 and fields[1].startswith("0x"):
+            insns.append((int(fields[1], 16), fields[3]))
+    return insns

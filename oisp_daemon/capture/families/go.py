@@ -107,6 +107,16 @@ def _after_stack_check(arch: _Arch, insns: Sequence) -> Optional[int]:
     return None
 
 
+def _check(arch: _Arch, image: ElfImage, func: GoFunc) -> Tuple[Optional[CodeCheck], str]:
+    code = image.read_vaddr(func.entry, func.size)
+    if code is None:
+        return None, "code at %#x not in the file" % func.entry
+    try:
+        return check_function(arch, code, func)
+    except Exception as exc:  # noqa: BLE001 - capstone's CsError on odd input; never attach then
+        return None, "disassembly failed: %s" % exc
+
+
 class GoFamily(TlsFamily):
     """Go's own TLS stack, inside each Go executable."""
 
@@ -124,7 +134,12 @@ class GoFamily(TlsFamily):
         version = gopclntab.go_version(image) or "unknown"
         library = "Go crypto/tls (%s)" % version
         notes = ["pclntab: %s, %s, %d functions" % (table.how, table.format, table.nfunc)]
-        arch = _arch(image.machine)
+        try:
+            arch = _arch(image.machine)
+        except ImportError:
+            return Scan(self.name, library, [], ["%s: cannot check the code: python3-capstone is not installed "
+                                                 "(apt-get install python3-capstone)" % p.name for p in REQUIRED],
+                        notes, supported=False)
         if arch is None:
             return Scan(self.name, library, [], ["%s: architecture %s not supported" % (p.name, image.machine)
                                                  for p in REQUIRED], notes, supported=False)
@@ -136,22 +151,21 @@ class GoFamily(TlsFamily):
         locations: List[Location] = []
         missing: List[str] = []
         for point in self.points:
-            func = funcs.get(point.name)
-            if func is None:
+            candidates = funcs.get(point.name, ())
+            if not candidates:
                 missing.append("%s: not in the pclntab" % point.name)
                 continue
-            code = image.read_vaddr(func.entry, func.size)
-            if code is None or len(code) != func.size:
-                missing.append("%s: code at %#x not in the file" % (point.name, func.entry))
+            checked = []
+            for func in candidates:
+                check, why = _check(arch, image, func)
+                if check is not None:
+                    checked.append((func, check))
+            if len(checked) != 1:
+                missing.append("%s: %s" % (point.name, why if not checked else
+                                           "%d functions of that name pass the checks" % len(checked)))
                 continue
-            try:
-                check, why = check_function(arch, code, func)
-            except Exception as exc:  # capstone raises CsError on odd input; never attach then
-                check, why = None, "disassembly failed: %s" % exc
-            if check is None:
-                missing.append("%s: %s" % (point.name, why))
-                continue
-            returns = check.returns if point.return_at == "ret_instructions" else ()
+            func, check = checked[0]
+            returns = check.returns if point.return_at == RETURN_AT_RET_INSTRUCTIONS else ()
             locations.append(Location(point.name, check.body, "pclntab", returns))
             notes.append("%s: [%#x, %#x), probe at %#x%s" % (
                 point.name, func.entry, func.end, check.body,
