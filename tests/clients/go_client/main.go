@@ -3,10 +3,11 @@
 // It speaks HTTP/1.1 only (TLSNextProto set to an empty map): the sensor's HTTP/2 decoding is
 // tested elsewhere. The CA comes from SSL_CERT_FILE, as crypto/x509 reads it on Linux.
 //
-//	go_client -url URL [-body JSON] [-header 'Name: value']... [-n COUNT]
+//	go_client -url URL [-body JSON] [-header 'Name: value']... [-n COUNT] [-warmup COUNT]
 //
 // One request (POST when -body is given, else GET), repeated COUNT times on one keep-alive
-// connection; the last stdout line is a JSON summary.
+// connection after -warmup untimed ones (and a pause, so that a sensor's verdict on the
+// connection has landed); the last stdout line is a JSON summary with the timed loop's length.
 package main
 
 import (
@@ -33,6 +34,7 @@ func main() {
 	url := flag.String("url", "", "request URL")
 	body := flag.String("body", "", "request body (POST when given)")
 	count := flag.Int("n", 1, "requests to send, one after the other")
+	warmup := flag.Int("warmup", 0, "untimed requests first (bench/go_overhead.py)")
 	var extra headers
 	flag.Var(&extra, "header", "extra request header 'Name: value' (repeatable)")
 	flag.Parse()
@@ -46,7 +48,14 @@ func main() {
 	}
 	var last []byte
 	status := 0
-	for i := 0; i < *count; i++ {
+	var start time.Time
+	for i := 0; i < *warmup+*count; i++ {
+		if i == *warmup {
+			if *warmup > 0 {
+				time.Sleep(200 * time.Millisecond)
+			}
+			start = time.Now()
+		}
 		method := "GET"
 		var reader io.Reader
 		if *body != "" {
@@ -86,12 +95,14 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	elapsed := time.Since(start)
 	digest := sha256.Sum256(last)
 	summary := map[string]interface{}{
 		"status":      status,
 		"requests":    *count,
 		"body_sha256": hex.EncodeToString(digest[:]),
 		"body_bytes":  len(last),
+		"elapsed_ns":  elapsed.Nanoseconds(),
 	}
 	var parsed interface{}
 	if json.Unmarshal(last, &parsed) == nil {
