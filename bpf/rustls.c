@@ -11,8 +11,9 @@
 // its own AEAD context, so the two are paired into one connection: rustls installs a client's
 // application keys right after it seals its Finished, read key first, then write key, both on
 // the thread that ran the handshake; a KeyUpdate replaces one key the same way. The connection's
-// id (rec_hdr.ssl) is its read context's address. Data on a context that was never paired is
-// counted as lost, never guessed.
+// id (rec_hdr.ssl) is its read context's address. Application data sealed with a context that
+// was never paired is counted as lost, never guessed; records opened with one are not looked at
+// (before decryption they cannot be told from handshake records).
 
 #define RUSTLS_AD_LEN 5
 #define RUSTLS_CT_HANDSHAKE 0x16
