@@ -228,9 +228,9 @@ def test_function_starts_and_bounds() -> None:
     starts = [0x1100, 0x1000, 0x1200]
     table = b"".join(struct.pack("<ii", s - hdr_addr, 0) for s in starts)
     hdr = bytes([1, 0x1B, 0x03, 0x3B]) + struct.pack("<iI", 0, len(starts)) + table
-    assert function_starts(hdr, hdr_addr) == sorted(starts)
-    assert function_starts(bytes([1, 0x1B, 0x03, 0x33]) + hdr[4:], hdr_addr) == []  # another encoding
-    assert function_starts(hdr[:20], hdr_addr) == []  # table cut short
+    assert list(function_starts(hdr, hdr_addr)) == sorted(starts)
+    assert not function_starts(bytes([1, 0x1B, 0x03, 0x33]) + hdr[4:], hdr_addr)  # another encoding
+    assert not function_starts(hdr[:20], hdr_addr)  # table cut short
     ordered = sorted(starts)
     assert function_of(ordered, 0x1150, 4096, 0x1300) == (0x1100, 0x1200)
     assert function_of(ordered, 0x1250, 4096, 0x1300) == (0x1200, 0x1300)  # the last one

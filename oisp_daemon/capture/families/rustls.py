@@ -11,11 +11,12 @@ still reported, supported=False, so that its processes are listed as unseen.
 """
 from __future__ import annotations
 
+import array
 import bisect
 import json
-import mmap
 import re
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -38,6 +39,7 @@ RING_SOURCE = re.compile(rb"(?<![\w-])ring-(\d+\.\d+\.\d+)/src/")
 _LEA_REX = (0x48, 0x4C)
 _LEA_LEN = 7
 _WINDOW = 1 << 16
+_READ_CHUNK = 4 << 20
 _MOV_EDX = re.compile(r"^edx, (0x[0-9a-f]+|\d+)$")
 _MOV_R8D = re.compile(r"^r8d, (0x[0-9a-f]+|\d+)$")
 _ARGS_WINDOW = 4  # instructions around the reason in which the line number (r8d) is set
@@ -112,24 +114,42 @@ def lea_xrefs(code: Any, code_offset: int, code_size: int, code_addr: int, targe
     return sorted(found)
 
 
+def text_xrefs(image: ElfImage, offset: int, size: int, addr: int, targets: Sequence[int]) -> List[int]:
+    """lea_xrefs over a file's code read in pieces, so that memory stays small however big the
+    code is (Codex: 260 MB); pieces overlap by an instruction's length."""
+    found: List[int] = []
+    for start in range(0, size, _READ_CHUNK):
+        length = min(_READ_CHUNK, size - start)
+        piece = image.read_at(offset + start, min(length + _LEA_LEN - 1, size - start))
+        if piece is None:
+            break
+        found += lea_xrefs(piece, 0, len(piece), addr + start, targets)
+    return sorted(set(found))
+
+
 def _signed32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def function_starts(eh_frame_hdr: bytes, hdr_addr: int) -> List[int]:
+def function_starts(eh_frame_hdr: bytes, hdr_addr: int) -> Sequence[int]:
     """Sorted start addresses of every function with unwind information (.eh_frame_hdr's binary
-    search table, in the usual encoding: datarel sdata4 pairs, udata4 count). [] otherwise."""
+    search table, in the usual encoding: datarel sdata4 pairs, udata4 count), as a compact array
+    (Codex has 330k functions). Empty otherwise."""
     if len(eh_frame_hdr) < 12 or eh_frame_hdr[0] != 1:
-        return []
+        return ()
     ptr_enc, count_enc, table_enc = eh_frame_hdr[1], eh_frame_hdr[2], eh_frame_hdr[3]
     if ptr_enc & 0x0F not in (0x03, 0x0B) or count_enc != 0x03 or table_enc != 0x3B:
-        return []
+        return ()
     count = struct.unpack_from("<I", eh_frame_hdr, 8)[0]
     if 12 + count * 8 > len(eh_frame_hdr):
-        return []
-    starts = [hdr_addr + struct.unpack_from("<i", eh_frame_hdr, 12 + i * 8)[0] for i in range(count)]
-    starts.sort()
+        return ()
+    pairs = array.array("i", eh_frame_hdr[12:12 + count * 8])
+    if sys.byteorder != "little":
+        pairs.byteswap()
+    starts = array.array("q", (hdr_addr + rel for rel in pairs[0::2]))
+    if any(starts[i] > starts[i + 1] for i in range(len(starts) - 1)):
+        starts = array.array("q", sorted(starts))  # the table is sorted by its definition; be sure
     return starts
 
 
@@ -252,8 +272,7 @@ class RustlsFamily(TlsFamily):
         starts = function_starts(hdr, hdr_addr)
         if not starts:
             return [], ".eh_frame_hdr has no search table in the usual encoding"
-        with open(image.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as code:
-            xrefs = lea_xrefs(code, int(text["sh_offset"]), int(text["sh_size"]), int(text["sh_addr"]), targets)
+        xrefs = text_xrefs(image, int(text["sh_offset"]), int(text["sh_size"]), int(text["sh_addr"]), targets)
         code_end = int(text["sh_addr"]) + int(text["sh_size"])
         bounds = sorted({b for b in (function_of(starts, x, sig["max_function_bytes"], code_end) for x in xrefs) if b})
         functions = []
