@@ -172,7 +172,7 @@ class ConnectionTracker:
         they tell): the HTTP/2 client preface, HTTP/2 frames (joined mid-way), else HTTP/1.1.
         Feeds the held calls to the new decoder; False while still undecided."""
         first = b"".join(d for dr, d, _ in conn.head if dr == direction) + data
-        kind = sniff(first) if not force else "http1"
+        kind = sniff(first, direction) if not force else "http1"
         if kind is None:
             if data:
                 conn.head.append((direction, data, ts_ns))

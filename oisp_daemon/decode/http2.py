@@ -58,10 +58,16 @@ _PADDING_AND_PRIORITY = 256 + 5  # what a HEADERS frame may carry beside its hea
 OpenTunnel = Callable[[ConnectionKey, HttpRequest, HttpResponse], Optional[ProtocolDecoder]]
 
 
-def sniff(data: bytes) -> Optional[str]:
-    """What a connection's first bytes (of one direction) say: "h2" (the client preface),
+def sniff(data: bytes, direction: str = "write") -> Optional[str]:
+    """What a connection's first bytes of one direction say: "h2" (the client preface),
     "h2_midway" (an HTTP/2 frame header: joined after the handshake), "http1" (anything else),
-    None (too few bytes to tell yet: a prefix of the preface, or of a frame header)."""
+    None (too few bytes to tell yet: a prefix of the preface, or of a frame header).
+
+    The sensor decodes the client's side. A process that serves HTTP/2 reads the preface and
+    writes a SETTINGS frame first (its own preface): that is "http1" too, which HTTP/1.1 then
+    refuses, as it refuses every server's side."""
+    if direction == "read" and data.startswith(PREFACE[:len(data)]):
+        return None if len(data) < len(PREFACE) else "http1"
     if data.startswith(PREFACE):
         return "h2"
     if PREFACE.startswith(data):
@@ -69,7 +75,10 @@ def sniff(data: bytes) -> Optional[str]:
     if data[:1] == b"\x00":
         if len(data) < 9:
             return None
-        return "h2_midway" if plausible_frame_header(data[:9]) else "http1"
+        if not plausible_frame_header(data[:9]):
+            return "http1"
+        server_preface = direction == "write" and data[3] == SETTINGS and not data[4] & ACK
+        return "http1" if server_preface else "h2_midway"
     return "http1"
 
 

@@ -60,7 +60,8 @@ def main() -> int:
 
     fixture = load_fixture(args.fixture, args.fixtures_dir)
     log = ExchangeLog()
-    http_client = anthropic.DefaultHttpxClient(verify=client_context(args.ca), event_hooks=log.hooks())
+    http_client = anthropic.DefaultHttpxClient(verify=client_context(args.ca), event_hooks=log.hooks(),
+                                               http2=args.http2)
     headers = {} if args.no_fixture_header else {"X-Fixture": fixture.name}
     client = anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url="%s://%s" % (fixture.scheme, fixture.host),
                                  http_client=http_client, default_headers=headers, max_retries=0, timeout=TIMEOUT_S)

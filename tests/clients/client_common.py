@@ -44,6 +44,7 @@ def fixture_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--fixtures-dir", default=None, help="folder of the recorded fixtures")
     parser.add_argument("--raw", action="store_true", help="read a streamed body as bytes instead of parsing it")
     parser.add_argument("--no-fixture-header", action="store_true", help="let the server match by path and body")
+    parser.add_argument("--http2", action="store_true", help="let httpx offer h2 by ALPN (http2=True)")
     return parser
 
 

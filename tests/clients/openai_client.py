@@ -126,7 +126,8 @@ def main() -> int:
     fixture = load_fixture(args.fixture, args.fixtures_dir)
     api, base_path = endpoint(fixture)
     log = ExchangeLog()
-    http_client = openai.DefaultHttpxClient(verify=client_context(args.ca), event_hooks=log.hooks())
+    http_client = openai.DefaultHttpxClient(verify=client_context(args.ca), event_hooks=log.hooks(),
+                                            http2=args.http2)
     headers = {} if args.no_fixture_header else {"X-Fixture": fixture.name}
     client = make_client(fixture, base_path, http_client, headers)
     target = resource(client, api)

@@ -62,15 +62,17 @@ def python_client(script: str, *args: Any, python: Path = VENV_PYTHON) -> List[s
     return [str(python), str(CLIENTS_DIR / script)] + [str(arg) for arg in args]
 
 
-def openai_client(fixture: str, ca_file: Path, *, raw: bool = False, fixture_header: bool = True) -> List[str]:
-    """argv of the openai SDK client replaying ``fixture``."""
-    flags = (["--raw"] if raw else []) + ([] if fixture_header else ["--no-fixture-header"])
+def openai_client(fixture: str, ca_file: Path, *, raw: bool = False, fixture_header: bool = True,
+                  http2: bool = False) -> List[str]:
+    """argv of the openai SDK client replaying ``fixture`` (over HTTP/2 if the server offers it: `http2`)."""
+    flags = (["--raw"] if raw else []) + ([] if fixture_header else ["--no-fixture-header"]) + (["--http2"] if http2 else [])
     return python_client("openai_client.py", "--ca", ca_file, "--fixture", fixture, *flags)
 
 
-def anthropic_client(fixture: str, ca_file: Path, *, raw: bool = False, fixture_header: bool = True) -> List[str]:
-    """argv of the anthropic SDK client replaying ``fixture``."""
-    flags = (["--raw"] if raw else []) + ([] if fixture_header else ["--no-fixture-header"])
+def anthropic_client(fixture: str, ca_file: Path, *, raw: bool = False, fixture_header: bool = True,
+                     http2: bool = False) -> List[str]:
+    """argv of the anthropic SDK client replaying ``fixture`` (over HTTP/2 if the server offers it: `http2`)."""
+    flags = (["--raw"] if raw else []) + ([] if fixture_header else ["--no-fixture-header"]) + (["--http2"] if http2 else [])
     return python_client("anthropic_client.py", "--ca", ca_file, "--fixture", fixture, *flags)
 
 

@@ -131,8 +131,9 @@ def _await_ready(process: "subprocess.Popen[bytes]", timeout: float) -> Optional
 def start_replay_server(pki: TestPki, workdir: Path, *, host: Optional[str] = None, port: int = 443,
                         fixtures_dir: Optional[Path] = None, chunk_delay_ms: float = 2.0,
                         python: str = sys.executable, timeout: float = 20.0,
-                        plain: bool = False) -> ReplayServerProcess:
-    """Start ``python -m tests.support.replay_server`` and wait until it listens.
+                        plain: bool = False, module: str = "tests.support.replay_server") -> ReplayServerProcess:
+    """Start ``python -m tests.support.replay_server`` (or another `module` with its arguments,
+    e.g. tests.support.h2_replay_server) and wait until it listens.
 
     Without ``host`` a free random loopback address is chosen (and another one tried if it was
     taken meanwhile). ``port=0`` lets the kernel pick (then URLs carry the port). ``plain``: plain
@@ -147,7 +148,7 @@ def start_replay_server(pki: TestPki, workdir: Path, *, host: Optional[str] = No
         tag = "%s-%d-%d" % (address, port, attempt)
         log_path, stderr_path = workdir / ("requests-%s.jsonl" % tag), workdir / ("server-%s.err" % tag)
         log_path.touch()
-        argv = [python, "-m", "tests.support.replay_server", "--host", address, "--port", str(port),
+        argv = [python, "-m", module, "--host", address, "--port", str(port),
                 "--cert", str(pki.cert_file), "--key", str(pki.key_file), "--log", str(log_path),
                 "--fixtures-dir", str(folder), "--chunk-delay-ms", str(chunk_delay_ms)] + (["--plain"] if plain else [])
         with open(stderr_path, "wb") as stderr:

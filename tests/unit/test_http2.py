@@ -128,6 +128,10 @@ def test_sniff_tells_the_preface_frames_and_http1_apart():
     assert sniff(b"\x00\x00\x04\x08\x00\x00\x00\x00\x00") == "h2_midway"  # WINDOW_UPDATE
     assert sniff(b"\x00\x00") is None
     assert sniff(b"\x00\x00\x04\x63\x00\x00\x00\x00\x00") == "http1"  # no frame type 0x63
+    # A server's side: it writes SETTINGS first and reads the preface; not decoded as a client.
+    assert sniff(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00") == "http1"
+    assert sniff(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00") == "h2_midway"  # a SETTINGS ACK
+    assert sniff(PREFACE, "read") == "http1" and sniff(PREFACE[:5], "read") is None
 
 
 def test_an_exchange_is_decoded_with_pseudo_headers_body_and_trailers(tracker):
@@ -382,6 +386,16 @@ def test_extended_connect_hands_the_stream_to_another_decoder():
     assert tunnels == [("websocket", 200)]
     assert summary(out) == [("req", "CONNECT /v1/realtime", b"", ()), ("resp", 200, b"", ("tunnel",)),
                             ("req", "GET /inner", b"", ()), ("resp", 200, b"hi", ())]
+
+
+def test_the_serving_side_of_an_h2_connection_is_not_decoded(tracker):
+    wire = one_exchange()
+    served = [("read" if d == "write" else "write", data, ts) for d, data, ts in wire.calls]
+    out = feed(tracker, served)
+    assert out in ([Stopped(KEY, "not_http1")], [Stopped(KEY, "http2_preface")])
+    assert tracker.counters()["http2_joined_midway"] == 0
+    tracker = ConnectionTracker(1 << 20, 10)  # the server wrote its SETTINGS before it read
+    assert feed(tracker, [served[1], served[0]] + served[2:]) == [Stopped(KEY, "not_http1")]
 
 
 def test_preface_split_at_every_offset_still_picks_http2():
