@@ -3,9 +3,10 @@
 
 Each fixture's request body becomes one ``response.create`` on the same connection; the events
 are read up to the end of that response. ``--deflate`` offers permessage-deflate (the SDK's
-websockets library then compresses), otherwise the connection is uncompressed.
+websockets library then compresses), with ``--no-takeover`` without context takeover in either
+direction; otherwise the connection is uncompressed.
 
-Usage: openai_websocket_client.py --ca CA.pem --fixture openai-responses-stream-003 [--fixture ...] [--deflate]
+Usage: openai_websocket_client.py --ca CA.pem --fixture NAME [--fixture ...] [--deflate [--no-takeover]]
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 from client_common import OPENAI_TEST_KEY, TIMEOUT_S, client_context, emit
 
 import openai
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from tests.support.llm_fixtures import load_fixture
 from tests.support.ws_replay import response_create
 
@@ -26,11 +28,15 @@ def main() -> int:
     parser.add_argument("--ca", required=True)
     parser.add_argument("--fixture", action="append", required=True)
     parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--no-takeover", action="store_true")
     args = parser.parse_args()
     client = openai.OpenAI(api_key=OPENAI_TEST_KEY, base_url="https://api.openai.com/v1", max_retries=0,
                            timeout=TIMEOUT_S)
     options = {"ssl": client_context(args.ca), "compression": "deflate" if args.deflate else None,
                "open_timeout": TIMEOUT_S}
+    if args.deflate and args.no_takeover:
+        options.update(compression=None, extensions=[ClientPerMessageDeflateFactory(
+            server_no_context_takeover=True, client_no_context_takeover=True)])
     answers = []
     with client.responses.connect(websocket_connection_options=options, max_retries=0) as connection:
         for name in args.fixture:

@@ -1,7 +1,8 @@
 """Real eBPF, a real WebSocket client: the openai SDK's Responses API WebSocket mode
 (`client.responses.connect()`, websockets over Python's libssl) sends the recorded requests as
 `response.create` messages on one connection, a replay (aiohttp) streams the recorded events
-back as text frames, with and without permessage-deflate, and the events out of
+back as text frames, uncompressed and with permessage-deflate (with and without context
+takeover), and the events out of
 `oisp-sensor record` must say what the recordings' `expect` blocks say.
 """
 from __future__ import annotations
@@ -23,12 +24,18 @@ pytestmark = pytest.mark.bpf
 FIXTURES = ["openai-responses-stream-002", "openai-responses-stream-003", "openai-responses-stream-tools-001"]
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["deflate", "plain"])
-def ws_replay(request, test_pki, tmp_path_factory):
-    """The replay, accepting permessage-deflate or refusing it; a hosts namespace to reach it."""
-    server = start_ws_replay(test_pki, tmp_path_factory.mktemp("ws-replay"), compress=request.param)
+# How the client sets the connection up: its flags, and what it offers the replay.
+MODES = {"plain": ([], None), "deflate": (["--deflate"], "permessage-deflate; client_max_window_bits"),
+         "deflate_no_takeover": (["--deflate", "--no-takeover"], "permessage-deflate; server_no_context_takeover; "
+                                 "client_no_context_takeover; client_max_window_bits")}
+
+
+@pytest.fixture(scope="module")
+def ws_replay(test_pki, tmp_path_factory):
+    """The replay, and a hosts namespace whose api.openai.com is it."""
+    server = start_ws_replay(test_pki, tmp_path_factory.mktemp("ws-replay"))
     try:
-        yield request.param, server, server.hosts_namespace(tmp_path_factory.mktemp("ws-hosts"))
+        yield server, server.hosts_namespace(tmp_path_factory.mktemp("ws-hosts"))
     finally:
         server.stop()
 
@@ -64,17 +71,19 @@ def check(fx, request: Dict[str, Any], response: Dict[str, Any], chunks: List[Di
     assert OPENAI_TEST_KEY not in json.dumps([request, response] + chunks)
 
 
-def test_responses_api_over_websocket_is_recorded(ws_replay, sensor, test_pki):
-    deflate, server, hosts = ws_replay
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_responses_api_over_websocket_is_recorded(mode, ws_replay, sensor, test_pki):
+    server, hosts = ws_replay
+    flags, offer = MODES[mode]
+    before = len(server.requests())
     argv = clients.python_client("openai_websocket_client.py", "--ca", test_pki.ca_file,
-                                 *[arg for name in FIXTURES for arg in ("--fixture", name)],
-                                 *(["--deflate"] if deflate else []))
+                                 *[arg for name in FIXTURES for arg in ("--fixture", name)], *flags)
     result = clients.run_client(hosts, argv)
     summary = result.check()
     assert [a["fixture"] for a in summary["answers"]] == FIXTURES
-    # What was negotiated: the client offered deflate only with --deflate, the replay accepted it.
-    (upgrade,) = [r for r in server.requests() if r["kind"] == "upgrade"]
-    assert upgrade["deflate"] is deflate
+    # What was negotiated: what the client offered, and the replay accepted it.
+    (upgrade,) = [r for r in server.requests()[before:] if r["kind"] == "upgrade"]
+    assert upgrade["offered"] == offer and upgrade["deflate"] is (offer is not None)
     count = len(FIXTURES)
     events = sensor.wait_for_types(result.pid, ai_request=count, ai_response=count, agent_tool_call=1)
     requests = [e for e in events if e["event_type"] == "ai.request"]

@@ -3,7 +3,7 @@ the test CA's certificate) and answers each `response.create` with a recorded st
 fixture's events, one text frame per event, as the API's WebSocket mode does.
 
 aiohttp does the framing (its own RFC 6455 and RFC 7692 code, independent of the sensor's), and
-accepts `permessage-deflate` when the client offers it unless started with --no-compress. The
+accepts `permessage-deflate` (and server_no_context_takeover) when the client offers it. The
 fixture is the one whose request body (without "stream") equals the response.create's fields;
 the request log (one JSON line per upgrade and per message) lets a test see what was negotiated
 without TLS traffic of its own.
@@ -47,17 +47,16 @@ def choose(fixtures: List[Fixture], event: Dict[str, Any]) -> Optional[Fixture]:
 
 
 class Replay:
-    def __init__(self, fixtures: List[Fixture], log_path: Path, compress: bool) -> None:
+    def __init__(self, fixtures: List[Fixture], log_path: Path) -> None:
         self.fixtures = fixtures
         self.log = open(log_path, "a", encoding="utf-8")
-        self.compress = compress
 
     def note(self, record: Dict[str, Any]) -> None:
         self.log.write(json.dumps(record, sort_keys=True) + "\n")
         self.log.flush()
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=self.compress, max_msg_size=16 << 20)
+        ws = web.WebSocketResponse(compress=True, max_msg_size=16 << 20)
         await ws.prepare(request)
         self.note({"kind": "upgrade", "path": request.path, "deflate": bool(ws.compress),
                    "offered": request.headers.get("Sec-WebSocket-Extensions")})
@@ -77,8 +76,7 @@ class Replay:
         return ws
 
 
-def start_ws_replay(pki: TestPki, workdir: Path, compress: bool = True,
-                    timeout: float = 20.0) -> ReplayServerProcess:
+def start_ws_replay(pki: TestPki, workdir: Path, timeout: float = 20.0) -> ReplayServerProcess:
     """Start this server in its own process on a free loopback address, port 443."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -88,7 +86,7 @@ def start_ws_replay(pki: TestPki, workdir: Path, compress: bool = True,
     argv = [sys.executable, "-m", "tests.support.ws_replay_server", "--host", address, "--port", "443",
             "--cert", str(pki.cert_file), "--key", str(pki.key_file), "--log", str(log_path)]
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(argv + ([] if compress else ["--no-compress"]), cwd=str(REPO_ROOT), env=env,
+        process = subprocess.Popen(argv, cwd=str(REPO_ROOT), env=env,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr)
     server = ReplayServerProcess(process, address, 443, pki, log_path, stderr_path, FIXTURES_DIR)
     if _await_ready(process, timeout) is None:
@@ -105,13 +103,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--key", required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--fixtures-dir", default=str(FIXTURES_DIR))
-    parser.add_argument("--no-compress", action="store_true", help="refuse permessage-deflate")
     args = parser.parse_args(argv)
     _set_comm(PROCESS_COMM)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
     context.set_alpn_protocols(["http/1.1"])
-    replay = Replay(responses_fixtures(Path(args.fixtures_dir)), Path(args.log), not args.no_compress)
+    replay = Replay(responses_fixtures(Path(args.fixtures_dir)), Path(args.log))
     app = web.Application()
     app.router.add_get("/v1/responses", replay.responses)
 
