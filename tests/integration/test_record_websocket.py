@@ -3,7 +3,8 @@
 `response.create` messages on one connection, a replay (aiohttp) streams the recorded events
 back as text frames, uncompressed and with permessage-deflate (with and without context
 takeover), and the events out of
-`oisp-sensor record` must say what the recordings' `expect` blocks say.
+`oisp-sensor record` must say what the recordings' `expect` blocks say. The same over HTTP/2: an
+h2 client opens the WebSocket with an extended CONNECT (RFC 8441) to an h2-only replay.
 """
 from __future__ import annotations
 
@@ -40,7 +41,17 @@ def ws_replay(test_pki, tmp_path_factory):
         server.stop()
 
 
-def check(fx, request: Dict[str, Any], response: Dict[str, Any], chunks: List[Dict[str, Any]], pid: int) -> None:
+@pytest.fixture(scope="module")
+def h2_replay(test_pki, tmp_path_factory):
+    server = start_ws_replay(test_pki, tmp_path_factory.mktemp("ws-h2-replay"), h2=True)
+    try:
+        yield server, server.hosts_namespace(tmp_path_factory.mktemp("ws-h2-hosts"))
+    finally:
+        server.stop()
+
+
+def check(fx, request: Dict[str, Any], response: Dict[str, Any], chunks: List[Dict[str, Any]], pid: int,
+          status: int) -> None:
     expect = fx.expect
     for event in [request, response] + chunks:
         assert_valid_event(event)
@@ -53,7 +64,7 @@ def check(fx, request: Dict[str, Any], response: Dict[str, Any], chunks: List[Di
     assert req["auth"]["type"] == "api_key" and req["auth"]["key_hash"].startswith("sha256:")
     assert resp["request_id"] == req["request_id"]
     assert response["related_events"] == [{"event_id": request["event_id"], "relationship": "parent"}]
-    assert resp["status_code"] == 101 and resp["success"] is True
+    assert resp["status_code"] == status and resp["success"] is True
     assert resp["model"]["id"] == expect["model"]
     assert resp["usage"]["prompt_tokens"] == expect["input_tokens"]
     assert resp["usage"]["completion_tokens"] == expect["output_tokens"]
@@ -84,12 +95,28 @@ def test_responses_api_over_websocket_is_recorded(mode, ws_replay, sensor, test_
     # What was negotiated: what the client offered, and the replay accepted it.
     (upgrade,) = [r for r in server.requests()[before:] if r["kind"] == "upgrade"]
     assert upgrade["offered"] == offer and upgrade["deflate"] is (offer is not None)
+    check_recorded(sensor, result.pid, status=101)
+
+
+def test_responses_api_over_http2_extended_connect_is_recorded(h2_replay, sensor, test_pki):
+    server, hosts = h2_replay
+    argv = clients.python_client("h2_websocket_client.py", "--ca", test_pki.ca_file,
+                                 *[arg for name in FIXTURES for arg in ("--fixture", name)])
+    result = clients.run_client(hosts, argv)
+    assert [a["fixture"] for a in result.check()["answers"]] == FIXTURES
+    assert [r for r in server.requests() if r["kind"] == "upgrade"] == [
+        {"kind": "upgrade", "path": "/v1/responses", "h2": True, "accepted": True}]
+    check_recorded(sensor, result.pid, status=200)
+
+
+def check_recorded(sensor, pid: int, status: int) -> None:
+    """The client's exchanges, one per fixture, in order, each as its recording says."""
     count = len(FIXTURES)
-    events = sensor.wait_for_types(result.pid, ai_request=count, ai_response=count, agent_tool_call=1)
+    events = sensor.wait_for_types(pid, ai_request=count, ai_response=count, agent_tool_call=1)
     requests = [e for e in events if e["event_type"] == "ai.request"]
     responses = [e for e in events if e["event_type"] == "ai.response"]
     assert len(requests) == len(responses) == count, [e["event_type"] for e in events]
     for name, request, response in zip(FIXTURES, requests, responses):
         chunks = [e for e in events if e["event_type"] == "ai.streaming_chunk"
                   and e["data"]["request_id"] == request["data"]["request_id"]]
-        check(load_fixture(name), request, response, chunks, result.pid)
+        check(load_fixture(name), request, response, chunks, pid, status)

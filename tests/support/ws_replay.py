@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from oisp_daemon.decode.sse import parse_sse
 from tests.support.llm_fixtures import Fixture
@@ -60,6 +60,29 @@ def message(data: bytes, mask: Optional[bytes] = None, deflater: Optional[Deflat
     for i, piece in enumerate(pieces):
         out += frame(piece, opcode if i == 0 else 0, fin=i == len(pieces) - 1, mask=mask,
                      rsv1=deflater is not None and i == 0)
+    return out
+
+
+def read_frames(buf: bytearray) -> List[Tuple[int, bytes]]:
+    """(opcode, unmasked payload) of the whole frames at the start of `buf`, removed from it;
+    for the test peers, which send unfragmented, uncompressed frames only."""
+    out: List[Tuple[int, bytes]] = []
+    while len(buf) >= 2:
+        code, pos = buf[1] & 0x7F, 2
+        if code >= 126:
+            size = 2 if code == 126 else 8
+            if len(buf) < 2 + size:
+                break
+            code, pos = int.from_bytes(buf[2 : 2 + size], "big"), 2 + size
+        key = bytes(buf[pos : pos + 4]) if buf[1] & 0x80 else b""
+        pos += len(key)
+        if len(buf) < pos + code:
+            break
+        payload = bytes(buf[pos : pos + code])
+        if key:
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        out.append((buf[0] & 0x0F, payload))
+        del buf[: pos + code]
     return out
 
 

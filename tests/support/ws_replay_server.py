@@ -76,14 +76,16 @@ class Replay:
         return ws
 
 
-def start_ws_replay(pki: TestPki, workdir: Path, timeout: float = 20.0) -> ReplayServerProcess:
-    """Start this server in its own process on a free loopback address, port 443."""
+def start_ws_replay(pki: TestPki, workdir: Path, h2: bool = False, timeout: float = 20.0) -> ReplayServerProcess:
+    """Start this server (or with `h2` its HTTP/2 twin, ws_replay_h2.py) in its own process on a
+    free loopback address, port 443."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     address = pick_loopback_address(443)
     log_path, stderr_path = workdir / ("ws-requests-%s.jsonl" % address), workdir / ("ws-%s.err" % address)
     log_path.touch()
-    argv = [sys.executable, "-m", "tests.support.ws_replay_server", "--host", address, "--port", "443",
+    module = "tests.support.ws_replay_h2" if h2 else "tests.support.ws_replay_server"
+    argv = [sys.executable, "-m", module, "--host", address, "--port", "443",
             "--cert", str(pki.cert_file), "--key", str(pki.key_file), "--log", str(log_path)]
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(argv, cwd=str(REPO_ROOT), env=env,
