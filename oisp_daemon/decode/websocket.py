@@ -23,7 +23,7 @@ provider parsers and the pipeline need nothing new):
   response in the same framing, one body mark per message at the TLS read that completed it.
 
 Server messages outside any exchange (session.created, rate limits) and binary messages are
-counted and dropped. Connections of other WebSocket APIs are framed but give no exchanges.
+counted and dropped (their bytes as DecodeStats.ignored_bytes). Connections of other WebSocket APIs are framed but give no exchanges.
 
 Lost bytes (a gap) or a frame the RFC forbids leave no way to find the next frame boundary: the
 open exchanges end partial and the connection is no longer decoded.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, List, Optional, Tuple
@@ -93,8 +94,15 @@ def deflate_params(extensions: Optional[str]) -> Optional[DeflateParams]:
     return None
 
 
+# The APIs put "type" first: read it without parsing the whole message (the provider parses it).
+_TYPE_FIRST = re.compile(rb'\s*\{\s*"type"\s*:\s*"([A-Za-z0-9_.]{1,128})"\s*[,}]')
+
+
 def _event_type(data: bytes) -> Optional[str]:
     """The "type" of a JSON event message, None when it is not one."""
+    first = _TYPE_FIRST.match(data)
+    if first is not None:
+        return first.group(1).decode("ascii")
     try:
         value = json.loads(data)
     except (ValueError, RecursionError):
@@ -217,6 +225,7 @@ class WebSocketDecoder(ProtocolDecoder):
         opened = self._open[0] if self._open else None
         if opened is None or message.opcode != TEXT:
             self.dropped_messages += 1
+            self.stats.ignored_bytes += len(message.data)  # decoded into nothing
             return
         # A message that is no JSON event (cut, not inflatable) still belongs to the response.
         kind = _event_type(message.data)

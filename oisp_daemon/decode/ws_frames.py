@@ -102,15 +102,16 @@ class FrameParser:
         """Collect header bytes from view[pos:]; parse once whole. Returns the new position."""
         if not self._head:
             self._head_ts = ts_ns
-        need = self._head_size()
-        while len(self._head) < need and pos < len(view):
-            self._head.append(view[pos])
-            pos += 1
-            need = self._head_size()
-        if len(self._head) < need:
-            return pos
-        self._parse_head()
-        return pos
+        while True:  # at most three rounds: the first two bytes tell the rest of the size
+            missing = self._head_size() - len(self._head)
+            if not missing:
+                self._parse_head()
+                return pos
+            if pos == len(view):
+                return pos
+            piece = view[pos : pos + missing]
+            self._head += piece
+            pos += len(piece)
 
     def _head_size(self) -> int:
         """Bytes the header has, as far as its first two bytes tell."""

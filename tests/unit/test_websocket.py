@@ -445,3 +445,4 @@ def test_decoder_counts_messages_outside_exchanges():
     t.on_data(KEY, "read", message(b'{"type":"session.created"}') + message(b"\x00", opcode=2), 3)
     decoder = t._conns[KEY].decoder
     assert isinstance(decoder, WebSocketDecoder) and decoder.dropped_messages == 2
+    assert t.counters()["ignored_bytes"] == len(b'{"type":"session.created"}') + 1
