@@ -303,7 +303,7 @@ def build_ai_response(
         data=data,
         related=[(request_event["event_id"], "parent")],
     )
-    _attrs(event, parse_error=resp_info.parse_error)
+    _attrs(event, parse_error=resp_info.parse_error, **resp_info.attribution)
     return event
 
 

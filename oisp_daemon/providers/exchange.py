@@ -127,3 +127,5 @@ class AiResponseInfo:
     # response is whole all the same.
     stream_finished: bool = False
     parse_error: Optional[str] = None
+    # What the OISP response has no field for (a gRPC call's status and message sizes): attrs.
+    attribution: Dict[str, str] = field(default_factory=dict)

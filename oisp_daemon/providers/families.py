@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from oisp_daemon.providers import anthropic, bedrock, cohere, gemini, huggingface, ollama, openai, replicate
+from oisp_daemon.providers import anthropic, bedrock, cohere, gemini, grpc, huggingface, ollama, openai, replicate
 from oisp_daemon.providers.family import ApiFamily
 
 FAMILIES: Tuple[ApiFamily, ...] = (
@@ -12,6 +12,7 @@ FAMILIES: Tuple[ApiFamily, ...] = (
     bedrock,
     cohere,
     gemini,
+    grpc,
     huggingface,
     ollama,
     replicate,
