@@ -6,6 +6,8 @@ import gzip
 from typing import List, Optional, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import SettingCodes
@@ -429,3 +431,31 @@ def test_a_websocket_over_extended_connect_is_decoded_through_the_tracker(tracke
     assert [r[:2] for r in rows] == [("req", "CONNECT /v1/responses"), ("resp", 200),
                                      ("req", "WEBSOCKET /v1/responses"), ("resp", 200)]
     assert rows[-1][3] == ()  # the WebSocket exchange is whole
+
+
+def _frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+FRAMES = st.builds(_frame, st.integers(0, 10), st.integers(0, 255), st.integers(0, 5), st.binary(max_size=40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["write", "read"]), st.lists(FRAMES, min_size=1, max_size=4)), max_size=12))
+def test_arbitrary_frames_never_break_the_decoder(calls):
+    """Well-framed frames of any type, flags, stream and content (HPACK garbage, bad padding,
+    interrupted header blocks, ...) after the preface: partial exchanges or nothing, never a crash,
+    every exchange handed out whole (RequestDone before its one ResponseDone)."""
+    tracker = ConnectionTracker(1 << 16, 10)
+    wire = [("write", PREFACE + SettingsFrame(0).serialize(), 1), ("read", SettingsFrame(0).serialize(), 2)]
+    wire += [(d, b"".join(frames), i + 3) for i, (d, frames) in enumerate(calls)]
+    steps = feed(tracker, wire) + tracker.on_close(KEY, 999)
+    assert tracker.stats.decode_failures == 0
+    seen = set()
+    for step in steps:
+        if isinstance(step, RequestDone):
+            assert id(step.exchange) not in seen
+            seen.add(id(step.exchange))
+        elif isinstance(step, ResponseDone):
+            assert step.exchange.requested and step.exchange.answered
+    assert len([s for s in steps if isinstance(s, ResponseDone)]) == len(seen)
