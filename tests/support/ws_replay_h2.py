@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socketserver
 import ssl
 import sys
@@ -118,6 +119,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     context.load_cert_chain(args.cert, args.key)
     context.set_alpn_protocols(["h2"])
     server = Server((args.host, args.port), context, Path(args.log))
+
+    def stop(signum, frame):  # a SIGTERM the parent may have set to be ignored still stops it
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     print(json.dumps({"ready": True, "host": args.host, "port": server.server_address[1]}), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
