@@ -105,7 +105,7 @@ def load_signatures(path: Path = SIGNATURES_PATH) -> Tuple[Signature, ...]:
 
 
 @dataclass(frozen=True)
-class Found:
+class _Found:
     """A located and verified function."""
     name: str
     address: int  # virtual address in the file
@@ -114,10 +114,10 @@ class Found:
 
 
 @dataclass
-class Located:
+class _Located:
     """What one signature found in one file."""
     library: str
-    found: Dict[str, Found] = field(default_factory=dict)  # probe points only
+    found: Dict[str, _Found] = field(default_factory=dict)  # probe points only
     missing: List[str] = field(default_factory=list)  # "SSL_read: <why>"
     notes: List[str] = field(default_factory=list)
 
@@ -519,9 +519,9 @@ def _library_name(binary: _Binary, sig: Signature) -> str:
     return "%s (%s)" % (sig.library, "Bun, built in" if bun else "built in, no symbols")
 
 
-def _locate_with(binary: _Binary, text: _Section, sig: Signature, files: FrozenSet[int]) -> Located:
+def _locate_with(binary: _Binary, text: _Section, sig: Signature, files: FrozenSet[int]) -> _Located:
     """Apply one signature to a file carrying its source file's name at `files`."""
-    located = Located(library=_library_name(binary, sig))
+    located = _Located(library=_library_name(binary, sig))
     refs = _file_references(binary, text, files)
     walker = _Walker(binary, files)
     functions: Dict[int, _Function] = {}
@@ -569,7 +569,7 @@ def _locate_with(binary: _Binary, text: _Section, sig: Signature, files: FrozenS
         known[spec.name] = fn.start
         if spec.probe:
             lines = ",".join(str(n) for n in sorted(s.line for s in fn.sites if s.line is not None))
-            located.found[spec.name] = Found(
+            located.found[spec.name] = _Found(
                 spec.name, fn.start, sig.method, "reasons %s at lines %s of %s; called from %s" % (
                     reasons, lines, sig.source_file, ", ".join(hex(c) for c in calls) or "-"))
     return located
@@ -585,7 +585,7 @@ class BoringSslFamily(TlsFamily):
 
     def __init__(self, signatures: Optional[Tuple[Signature, ...]] = None) -> None:
         self._signatures = signatures
-        self._cache: "OrderedDict[Version, Optional[Located]]" = OrderedDict()
+        self._cache: "OrderedDict[Version, Optional[_Located]]" = OrderedDict()
 
     @property
     def signatures(self) -> Tuple[Signature, ...]:
@@ -606,7 +606,7 @@ class BoringSslFamily(TlsFamily):
                 scan.notes.append("%s at %#x: %s" % (point.name, found.address, found.evidence))
         return scan
 
-    def _located(self, image: ElfImage) -> Optional[Located]:
+    def _located(self, image: ElfImage) -> Optional[_Located]:
         """One search per file version: the same binary reached by another path (each process's
         /proc/PID/root/...) or scanned again by tls-scan is not searched again."""
         if image.version in self._cache:
@@ -621,7 +621,7 @@ class BoringSslFamily(TlsFamily):
         return result
 
 
-def _locate(image: ElfImage, signatures: Tuple[Signature, ...]) -> Optional[Located]:
+def _locate(image: ElfImage, signatures: Tuple[Signature, ...]) -> Optional[_Located]:
     """The first signature's findings in `image`; None when no signature's source file is in it,
     or when it found functions in a file that exports SSL_write. Never raises on odd files."""
     try:
