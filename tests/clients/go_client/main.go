@@ -4,10 +4,14 @@
 // tested elsewhere. The CA comes from SSL_CERT_FILE, as crypto/x509 reads it on Linux.
 //
 //	go_client -url URL [-body JSON] [-header 'Name: value']... [-n COUNT] [-warmup COUNT]
+//	          [-serve-cert CERT -serve-key KEY]
 //
 // One request (POST when -body is given, else GET), repeated COUNT times on one keep-alive
 // connection after -warmup untimed ones (and a pause, so that a sensor's verdict on the
 // connection has landed); the last stdout line is a JSON summary with the timed loop's length.
+// With -serve-cert/-serve-key the client first starts an HTTPS server of its own on 127.0.0.1
+// (GET /small: two bytes; GET /big?bytes=N: N bytes) and sends the URL's path there: the
+// benchmark's non-AI traffic with both ends in this one binary, so no other server sets the pace.
 package main
 
 import (
@@ -19,8 +23,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +37,34 @@ type headers []string
 func (h *headers) String() string     { return strings.Join(*h, ", ") }
 func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
 
+// serveLocal starts the in-process server and returns its origin, https://127.0.0.1:PORT.
+func serveLocal(cert, key string) string {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	chunk := bytes.Repeat([]byte("x"), 1<<16)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		size := 2
+		if r.URL.Path == "/big" {
+			size, _ = strconv.Atoi(r.URL.Query().Get("bytes"))
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		for size > 0 {
+			n := size
+			if n > len(chunk) {
+				n = len(chunk)
+			}
+			w.Write(chunk[:n])
+			size -= n
+		}
+	})
+	server := &http.Server{Handler: handler, TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	go server.ServeTLS(listener, cert, key)
+	return "https://" + listener.Addr().String()
+}
+
 func main() {
 	url := flag.String("url", "", "request URL")
 	body := flag.String("body", "", "request body (POST when given)")
@@ -37,7 +72,17 @@ func main() {
 	warmup := flag.Int("warmup", 0, "untimed requests first (bench/go_overhead.py)")
 	var extra headers
 	flag.Var(&extra, "header", "extra request header 'Name: value' (repeatable)")
+	serveCert := flag.String("serve-cert", "", "serve HTTPS in-process with this certificate (PEM)")
+	serveKey := flag.String("serve-key", "", "the certificate's key (PEM)")
 	flag.Parse()
+	if *serveCert != "" {
+		parsed, err := neturl.Parse(*url)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		*url = serveLocal(*serveCert, *serveKey) + parsed.RequestURI()
+	}
 
 	client := &http.Client{
 		Timeout: 60 * time.Second,
