@@ -7,8 +7,6 @@ The client speaks HTTP/1.1 (an HTTP/2 variant belongs with the HTTP/2 decoder).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 
@@ -18,7 +16,6 @@ from tests.clients.client_common import OPENAI_TEST_KEY
 from tests.support import clients, go_build
 from tests.support.llm_fixtures import load_fixture
 from tests.support.oisp_schema import assert_valid_event
-from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.bpf
 
@@ -82,3 +79,21 @@ def test_go_client_exchange_is_recorded(variant, go_clients, go_sensor, module_h
     assert resp["choices"][0]["message"]["content"][:40] == fx.expect["text_prefix"]
     assert response["confidence"]["completeness"] == "full", response["confidence"]
     assert OPENAI_TEST_KEY not in json.dumps([request, response])
+
+
+def test_stripped_go_client_one_mib_answer_is_captured_byte_complete(go_clients, go_sensor, module_hosts, test_pki):
+    """Many 4 KiB Reads per response, each matched to its RET by goroutine, in sequence."""
+    from tests.support.synthetic_bodies import BIG_CHAT
+
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "go big"}]})
+    argv = [str(go_clients["stripped"]), "-url", "https://api.openai.com/v1/chat/completions", "-body", body,
+            "-header", "Authorization: Bearer " + OPENAI_TEST_KEY, "-header", "X-Fixture: " + BIG_CHAT,
+            "-header", "X-Replay-Response-Bytes: %d" % (1 << 20), "-header", "X-Replay-Seed: go"]
+    result = clients.run_client(module_hosts, argv, env={"SSL_CERT_FILE": str(test_pki.ca_file), "PATH": "/usr/bin:/bin"})
+    received = result.check()["body"]["choices"][0]["message"]["content"]
+    assert len(received) == 1 << 20
+    events = go_sensor.wait_for_types(result.pid, ai_request=1, ai_response=1)
+    response = next(e for e in events if e["event_type"] == "ai.response")
+    assert_valid_event(response)
+    assert response["data"]["choices"][0]["message"]["content"] == received
+    assert response["confidence"]["completeness"] == "full", response["confidence"]

@@ -1,6 +1,6 @@
 """Build tests/clients/go_client with Debian's golang-go, as the Go tests and bench need it.
 
-Builds go into one directory per test session; the Go build cache (GOCACHE) is kept under
+Builds go into a directory the caller gives (one per test session); the Go build cache (GOCACHE) is kept under
 /var/cache/oisp-tests (or OISP_GO_CACHE) so that a later session rebuilds in about a second.
 A binary without section headers (what sstrip and some packers leave) is made from the stripped
 build by clearing the ELF header's section-table fields: the code and data stay byte-identical.
@@ -13,7 +13,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 from tests.support.paths import REPO_ROOT
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 from collections import Counter
 from pathlib import Path
