@@ -15,7 +15,7 @@ from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFra
 
 from oisp_daemon.decode.connection import ConnectionTracker
 from oisp_daemon.decode.http1_exchanges import Http1Decoder
-from oisp_daemon.decode.http2 import PREFACE, Http2Decoder, sniff
+from oisp_daemon.decode.http2 import MAX_STREAMS, PREFACE, Http2Decoder, sniff
 from oisp_daemon.decode.protocol import DecodeStats, RequestDone, ResponseDone, ResponseProgress, Stopped
 from tests.support import ws_replay as ws
 
@@ -459,3 +459,34 @@ def test_arbitrary_frames_never_break_the_decoder(calls):
         elif isinstance(step, ResponseDone):
             assert step.exchange.requested and step.exchange.answered
     assert len([s for s in steps if isinstance(s, ResponseDone)]) == len(seen)
+
+
+def test_streams_per_connection_are_bounded():
+    tracker = ConnectionTracker(1 << 20, 10)
+    wire = Wire()
+    feed(tracker, wire.calls)
+    for i in range(MAX_STREAMS + 20):  # more than any server allows, never answered
+        block = wire.client.encoder.encode([(":method", "GET"), (":path", "/s%d" % i), (":authority", "x.example")])
+        frame = HeadersFrame(2 * i + 1, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+        steps = tracker.on_data(KEY, "write", frame, 5000 + i)
+        if i >= MAX_STREAMS:
+            (oldest,) = [s.exchange for s in steps if isinstance(s, ResponseDone)]
+            assert oldest.request.target == "/s%d" % (i - MAX_STREAMS) and oldest.ended == "too_many_pending"
+    assert len(tracker._conns[KEY].decoder.open_exchanges()) == MAX_STREAMS
+
+
+def test_bodies_of_all_streams_share_one_budget():
+    tracker = ConnectionTracker(max_body_bytes=4096, idle_timeout_s=10)  # 8 KiB for the connection
+    wire = Wire()
+    sids = [wire.request("/b%d" % i) for i in range(3)]
+    for sid in sids:
+        wire.server.send_headers(sid, [(":status", "200")])
+    wire.flush()
+    for sid in sids:
+        wire.data(sid, b"x" * 3000)
+    for sid in sids:
+        wire.data(sid, b"", end=True)
+    bodies = {s.exchange.request.target: s.exchange.response for s in feed(tracker, wire.calls)
+              if isinstance(s, ResponseDone)}
+    assert [len(bodies["/b%d" % i].body) for i in range(3)] == [3000, 3000, 0]
+    assert bodies["/b2"].partial_reasons == ["connection_body_limit"] and bodies["/b0"].complete
