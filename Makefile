@@ -37,11 +37,13 @@ deb:
 	cd $(OUT)/deb/$(SRC) && $(SYSTEM_PATH) dpkg-buildpackage -b -us -uc
 	cp $(OUT)/deb/oisp-sensor_$(VERSION)_all.deb $(OUT)/
 
+# Debian's rpm has an empty package database, so BuildRequires cannot be checked there.
+RPMBUILD_FLAGS ?= $(if $(wildcard /etc/debian_version),--nodeps)
 rpm:
 	rm -rf $(OUT)/rpm && mkdir -p $(OUT)/rpm/SOURCES
 	$(call lay_out_tree,$(OUT)/rpm/tree/$(SRC))
 	tar -C $(OUT)/rpm/tree -czf $(OUT)/rpm/SOURCES/$(SRC).tar.gz $(SRC)
-	$(SYSTEM_PATH) rpmbuild -bb --define "_topdir $(abspath $(OUT)/rpm)" --define "version $(VERSION)" packaging/rpm/oisp-sensor.spec
+	$(SYSTEM_PATH) rpmbuild -bb $(RPMBUILD_FLAGS) --define "_topdir $(abspath $(OUT)/rpm)" --define "pkg_version $(VERSION)" packaging/rpm/oisp-sensor.spec
 	cp $(OUT)/rpm/RPMS/noarch/oisp-sensor-$(VERSION)-*.noarch.rpm $(OUT)/
 
 clean-packages:

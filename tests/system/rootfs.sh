@@ -4,7 +4,7 @@
 # `apt install ./oisp-sensor_*.deb` inside the container resolves without the network.
 #
 # Built once per package list and cached (OISP_SYSTEM_CACHE, default /var/cache/oisp-sensor-test)
-# as bookworm-<hash of this file>; built in a .tmp directory and renamed, so an interrupted build
+# as bookworm-<hash of the package list and RECIPE>; built in a .tmp directory and renamed, so an interrupted build
 # is never taken for a finished one. Containers boot from a copy, never from the cache itself.
 set -euo pipefail
 [[ $(id -u) -eq 0 ]] || { echo "rootfs.sh: run as root" >&2; exit 2; }
@@ -18,7 +18,9 @@ packages=(
   linux-headers-amd64 python3-aiohttp python3-hpack python3-brotli python3-zstandard
   curl openssl ca-certificates procps
 )
-hash=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+# Bump when the way the tree is built changes (the package list changes the hash by itself).
+RECIPE=2
+hash=$(printf '%s\n' "recipe $RECIPE" "${packages[@]}" | sha256sum | cut -c1-12)
 root=$cache/bookworm-$hash
 if [[ -x $root/usr/bin/python3 ]]; then echo "$root"; exit 0; fi
 
@@ -36,6 +38,9 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/apt.co
   [[ -f $f ]] || continue
   mkdir -p "$tmp$(dirname "$f")"; cp -L "$f" "$tmp$f"
 done
+# debootstrap wrote a sources.list for the same mirror: with the host's deb822 file it would be
+# configured twice (apt warns on every run).
+[[ -f /etc/apt/sources.list.d/debian.sources ]] && rm -f "$tmp/etc/apt/sources.list"
 cp -L /etc/resolv.conf "$tmp/etc/resolv.conf"
 mount --bind /proc "$tmp/proc"
 trap 'umount "$tmp/proc" 2>/dev/null || true' EXIT

@@ -1,0 +1,254 @@
+"""The .deb in a booted Debian 12: installed with apt, run by systemd, used by normal users, purged.
+
+One container for the module (booting and installing are paid once); the tests run in file order
+and follow the package's life: start, reload, use over the socket and the bus, stop, purge. The
+root filesystem is cached (rootfs.sh) with every dependency installed, and the container has no
+network but its own loopback, so `apt install ./oisp-sensor_*.deb` proves the package resolves
+from distro packages alone. The HTTPS requests are curl (the container's libssl) against the
+replay server of tests/support, answering as api.openai.com on the container's 127.0.0.1.
+
+Users: alice (group oisp), carol (group oisp-admin), bob (neither).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Set
+
+import pytest
+
+from tests.support.paths import FIXTURES_DIR, REPO_ROOT
+from tests.system.container import Container, ContainerError
+
+pytestmark = pytest.mark.bpf
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+FIXTURE = "openai-chat-001"
+REPLAY_DIR = "/srv/replay"  # the replay server's code, fixture and test CA inside the container
+USERS = {"alice": "oisp", "carol": "oisp-admin", "bob": None}
+# Build and container tools of the host (Debian 12 names), installed when missing.
+HOST_PACKAGES = ("debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all",
+                 "python3-setuptools", "systemd-container", "debootstrap")
+# Paths that change by themselves while packages come and go (apt's and dpkg's books, logs,
+# caches, the users' homes): left out of the "no stray files" comparison.
+CHURN = ("/var/lib/apt/", "/var/lib/dpkg/", "/var/cache/apt/", "/var/cache/debconf/",
+         "/var/log/", "/var/lib/systemd/", "/var/cache/ldconfig/", "/var/cache/man/",
+         "/etc/ld.so.cache", "/tmp/", "/var/tmp/", "/home/", "/root/", REPLAY_DIR)
+EVENT_WAIT_S = 60
+
+
+def cannot_run(reason: str) -> None:
+    if IN_CI:
+        pytest.fail("system test cannot run under CI: %s" % reason)
+    pytest.skip(reason)
+
+
+def _host_tools() -> None:
+    missing = [p for p in HOST_PACKAGES
+               if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, capture_output=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    """The package, built from this tree by `make deb` (as `make packages` does)."""
+    if os.geteuid() != 0:
+        cannot_run("needs root (debootstrap, systemd-nspawn)")
+    _host_tools()
+    built = subprocess.run(["make", "-C", str(REPO_ROOT), "deb"], capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    found = sorted((REPO_ROOT / "build" / "packages").glob("oisp-sensor_*_all.deb"))
+    assert found, "make deb built no package"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def rootfs(deb: Path) -> Path:
+    made = subprocess.run(["bash", str(Path(__file__).with_name("rootfs.sh"))], capture_output=True,
+                          text=True, timeout=1800)
+    assert made.returncode == 0, made.stderr[-3000:]
+    return Path(made.stdout.strip().splitlines()[-1])
+
+
+def _file_list(box: Container) -> Set[str]:
+    listing = box.run(["find", "/", "-xdev", "(", "-path", "/proc", "-o", "-path", "/sys", ")",
+                       "-prune", "-o", "-print"], check=False)
+    return set(listing.stdout.splitlines())
+
+
+def _copy_replay_server(box: Container, tmp: Path) -> None:
+    """The replay server's code, one fixture and a test CA; api.openai.com -> 127.0.0.1."""
+    from tests.support.tls import make_pki
+
+    dest = box.path(REPLAY_DIR)
+    (dest / "tests").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "tests" / "__init__.py", dest / "tests")
+    shutil.copytree(REPO_ROOT / "tests" / "support", dest / "tests" / "support",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    fixtures = dest / "shared" / "fixtures" / "llm"
+    fixtures.mkdir(parents=True)
+    shutil.copy(FIXTURES_DIR / (FIXTURE + ".json"), fixtures)
+    with open(FIXTURES_DIR / (FIXTURE + ".json"), encoding="utf-8") as fh:
+        (dest / "body.json").write_text(json.load(fh)["request"]["body"])
+    pki = make_pki(tmp / "pki")
+    for name in ("ca_file", "cert_file", "key_file"):
+        shutil.copy(getattr(pki, name), dest / Path(getattr(pki, name)).name)
+    subprocess.run(["chmod", "-R", "a+rX", str(dest)], check=True)
+    with open(box.path("/etc/hosts"), "a", encoding="utf-8") as hosts:
+        hosts.write("127.0.0.1 api.openai.com\n")
+
+
+@pytest.fixture(scope="module")
+def box(rootfs: Path, deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """The booted container, the package installed (apt, offline), the users and the replay server."""
+    if shutil.which("systemd-nspawn") is None:
+        cannot_run("systemd-nspawn is missing (apt-get install systemd-container)")
+    container = Container(rootfs)
+    try:
+        _copy_replay_server(container, tmp_path_factory.mktemp("system"))
+        shutil.copy(deb, container.path("/root/") / deb.name)
+        container.boot()
+        for user, group in USERS.items():
+            container.run(["useradd", "--create-home", user])
+        container.before_install = _file_list(container)  # type: ignore[attr-defined]
+        installed = container.run(["apt-get", "install", "-y", "/root/" + deb.name], check=False,
+                                  timeout=600, input="")
+        assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+        for user, group in USERS.items():
+            if group:
+                container.run(["usermod", "--append", "--groups", group, user])
+        replay = container.popen(
+            ["env", "PYTHONPATH=" + REPLAY_DIR, "OISP_SHARED_DIR=%s/shared" % REPLAY_DIR,
+             "python3", "-m", "tests.support.replay_server", "--cert", REPLAY_DIR + "/server.pem",
+             "--key", REPLAY_DIR + "/server.key", "--log", "/tmp/replay.log"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert replay.stdout is not None
+        ready = replay.stdout.readline()
+        assert '"ready": true' in ready, ready + replay.stdout.read()
+        yield container
+    except ContainerError as exc:
+        pytest.fail(str(exc))
+    finally:
+        container.remove()
+
+
+def _request(box: Container, user: str) -> None:
+    """One chat completion over HTTPS through the container's libssl, as `user`."""
+    done = box.run(["curl", "-sS", "--fail", "--cacert", REPLAY_DIR + "/ca.pem",
+                    "-H", "Content-Type: application/json", "--data", "@%s/body.json" % REPLAY_DIR,
+                    "https://api.openai.com/v1/chat/completions"], user=user)
+    assert "chat.completion" in done.stdout
+
+
+def _events(box: Container, user: str, *flags: str) -> List[Dict[str, Any]]:
+    """Every event `user` may see of those the daemon keeps (oisp-ctl tail without -f)."""
+    done = box.run(["oisp-ctl", *flags, "--json", "tail", "--type", "ai.*"], user=user)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def _wait_for_uids(box: Container, user: str, uids: Set[int]) -> List[Dict[str, Any]]:
+    """`user`'s view once it has an ai.response of each uid in `uids` (or the deadline passed)."""
+    deadline = time.monotonic() + EVENT_WAIT_S
+    while True:
+        events = _events(box, user)
+        seen = {e["actor"]["uid"] for e in events if e["event_type"] == "ai.response"}
+        if uids <= seen or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def _uid(box: Container, user: str) -> int:
+    return int(box.run(["id", "-u", user]).stdout)
+
+
+def _show(box: Container, *props: str) -> Dict[str, str]:
+    out = box.run(["systemctl", "show", "oisp-sensor", "-p", ",".join(props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_start_reaches_active_after_ready(box: Container) -> None:
+    box.run(["systemctl", "stop", "oisp-sensor"])
+    box.run(["systemctl", "start", "oisp-sensor"], timeout=330)  # returns once READY=1 came (Type=notify)
+    state = _show(box, "ActiveState", "SubState", "StatusText", "NRestarts", "MainPID")
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    assert state["StatusText"].startswith("capturing"), state  # the daemon's own STATUS= after READY=1
+    assert state["NRestarts"] == "0"
+    status = box.run(["oisp-ctl", "status"]).stdout
+    assert str(state["MainPID"]) in status
+
+
+def test_reload_rereads_the_configuration(box: Container) -> None:
+    before = _show(box, "MainPID")["MainPID"]
+    box.run(["systemctl", "reload", "oisp-sensor"])
+    after = _show(box, "MainPID", "ActiveState")
+    assert after == {"MainPID": before, "ActiveState": "active"}
+    journal = box.run(["journalctl", "-u", "oisp-sensor", "-o", "cat", "--no-pager"]).stdout
+    assert "configuration reloaded from /etc/oisp-sensor/config.yaml" in journal
+
+
+def test_group_member_tails_every_users_events_over_the_socket(box: Container) -> None:
+    _request(box, "alice")
+    _request(box, "bob")
+    events = _wait_for_uids(box, "alice", {_uid(box, "alice"), _uid(box, "bob")})
+    by_uid = {(e["actor"]["uid"], e["event_type"]) for e in events}
+    for user in ("alice", "bob"):
+        assert (_uid(box, user), "ai.request") in by_uid, events
+        assert (_uid(box, user), "ai.response") in by_uid, events
+    response = next(e for e in events if e["event_type"] == "ai.response")
+    assert response["process"]["name"] == "curl"
+    assert response["data"]["model"]["id"].startswith("gpt-4.1")
+
+
+def test_group_member_uses_the_system_bus(box: Container) -> None:
+    assert "version:" in box.run(["oisp-ctl", "--bus", "status"], user="alice").stdout
+    box.run(["oisp-ctl", "--bus", "session", "start", "alice-bus", "--type", "ai.*"], user="alice")
+    assert "alice-bus" in box.run(["oisp-ctl", "--bus", "session", "list"], user="alice").stdout
+    box.run(["oisp-ctl", "--bus", "session", "stop", "alice-bus"], user="alice")
+    # captured content never travels on the bus: tail says so and names the socket
+    refused = box.run(["oisp-ctl", "--bus", "tail"], user="alice", check=False)
+    assert refused.returncode == 1 and "socket" in refused.stderr
+
+
+def test_user_outside_the_group_sees_only_their_own_events(box: Container) -> None:
+    _request(box, "bob")
+    _request(box, "alice")
+    _wait_for_uids(box, "alice", {_uid(box, "alice"), _uid(box, "bob")})
+    events = _events(box, "bob")
+    assert {e["actor"]["uid"] for e in events} == {_uid(box, "bob")}, events
+    assert any(e["event_type"] == "ai.response" for e in events)
+
+
+@pytest.mark.parametrize("transport", [(), ("--bus",)], ids=["socket", "bus"])
+def test_redaction_set_is_refused_for_a_member_and_allowed_for_oisp_admin(box: Container, transport) -> None:
+    refused = box.run(["oisp-ctl", *transport, "redaction", "set", "full"], user="alice", check=False)
+    assert refused.returncode == 1
+    assert "oisp-admin" in refused.stderr
+    assert box.run(["oisp-ctl", "redaction", "get"]).stdout.startswith("safe")
+    box.run(["oisp-ctl", *transport, "redaction", "set", "full"], user="carol")
+    assert box.run(["oisp-ctl", "redaction", "get"], user="alice").stdout.startswith("full")
+    box.run(["oisp-ctl", *transport, "redaction", "set", "safe"], user="carol")
+
+
+def test_stop_is_clean(box: Container) -> None:
+    box.run(["systemctl", "stop", "oisp-sensor"], timeout=120)
+    state = _show(box, "ActiveState", "Result", "ExecMainStatus")
+    assert state == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
+    journal = box.run(["journalctl", "-u", "oisp-sensor", "-o", "cat", "--no-pager"]).stdout
+    assert "Traceback" not in journal
+    assert not box.run(["test", "-e", "/run/oisp-sensor/control.sock"], check=False).returncode == 0
+
+
+def test_purge_removes_the_service_and_leaves_no_stray_files(box: Container) -> None:
+    box.run(["apt-get", "purge", "-y", "oisp-sensor"], timeout=300)
+    assert "could not be found" in box.run(["systemctl", "status", "oisp-sensor"], check=False).stderr
+    # Debian leaves system groups in place (files and rules may still name them)
+    assert box.run(["getent", "group", "oisp", "oisp-admin"]).stdout.count("\n") == 2
+    stray = sorted(p for p in _file_list(box) - box.before_install  # type: ignore[attr-defined]
+                   if not p.startswith(CHURN) and p + "/" not in CHURN)
+    assert stray == [], stray
