@@ -53,4 +53,8 @@ umount "$tmp/proc"; trap - EXIT
 echo oisp-test >"$tmp/etc/hostname"
 : >"$tmp/etc/resolv.conf"
 mv "$tmp" "$root"
+# Trees of older package lists are never used again: keep the disk to one tree.
+for old in "$cache"/bookworm-*; do
+  [[ $old == "$root" || $old == "$log" ]] || rm -rf --one-file-system "$old"
+done
 echo "$root"

@@ -212,7 +212,7 @@ def test_group_member_uses_the_system_bus(box: Container) -> None:
     box.run(["oisp-ctl", "--bus", "session", "stop", "alice-bus"], user="alice")
     # captured content never travels on the bus: tail says so and names the socket
     refused = box.run(["oisp-ctl", "--bus", "tail"], user="alice", check=False)
-    assert refused.returncode == 1 and "socket" in refused.stderr
+    assert refused.returncode == 2 and "control socket" in refused.stderr  # a usage error
 
 
 def test_user_outside_the_group_sees_only_their_own_events(box: Container) -> None:
