@@ -34,6 +34,7 @@ class Container:
         self.log_path = self.root.with_suffix(".nspawn.log")
         self._nspawn: Optional["subprocess.Popen[bytes]"] = None
         self.leader = 0
+        self.shutdown_s = 0.0
 
     def boot(self) -> None:
         """Start systemd in the container and wait until it has finished booting."""
@@ -95,12 +96,14 @@ class Container:
         """Halt the container (nspawn turns SIGTERM into an orderly shutdown), then kill if stuck."""
         if self._nspawn is None or self._nspawn.poll() is not None:
             return
+        started = time.monotonic()
         self._nspawn.terminate()
         try:
             self._nspawn.wait(timeout=SHUTDOWN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             os.killpg(self._nspawn.pid, 9)
             self._nspawn.wait(timeout=10)
+        self.shutdown_s = time.monotonic() - started
 
     def remove(self) -> None:
         self.shutdown()

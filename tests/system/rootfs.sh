@@ -13,7 +13,7 @@ cache=${OISP_SYSTEM_CACHE:-/var/cache/oisp-sensor-test}
 # test drives: systemd as PID 1, the bus, polkit, and curl/openssl for an HTTPS request.
 packages=(
   systemd systemd-sysv dbus polkitd libpam-systemd
-  python3 python3-bpfcc python3-dbus-next python3-sdnotify python3-yaml python3-requests
+  python3 python3-bpfcc python3-capstone python3-dbus-next python3-sdnotify python3-yaml python3-requests
   python3-jsonschema python3-pyelftools python3-regex
   linux-headers-amd64 python3-aiohttp python3-hpack python3-brotli python3-zstandard
   curl openssl ca-certificates procps

@@ -32,7 +32,7 @@ REPLAY_DIR = "/srv/replay"  # the replay server's code, fixture and test CA insi
 USERS = {"alice": "oisp", "carol": "oisp-admin", "bob": None}
 # Build and container tools of the host (Debian 12 names), installed when missing.
 HOST_PACKAGES = ("debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all",
-                 "python3-setuptools", "systemd-container", "debootstrap")
+                 "python3-setuptools", "systemd-container", "debootstrap", "lintian", "rpm")
 # Paths that change by themselves while packages come and go (apt's and dpkg's books, logs,
 # caches, the users' homes): left out of the "no stray files" comparison.
 CHURN = ("/var/lib/apt/", "/var/lib/dpkg/", "/var/cache/apt/", "/var/cache/debconf/",
@@ -110,6 +110,7 @@ def box(rootfs: Path, deb: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     if shutil.which("systemd-nspawn") is None:
         cannot_run("systemd-nspawn is missing (apt-get install systemd-container)")
     container = Container(rootfs)
+    replay = None
     try:
         _copy_replay_server(container, tmp_path_factory.mktemp("system"))
         shutil.copy(deb, container.path("/root/") / deb.name)
@@ -135,6 +136,9 @@ def box(rootfs: Path, deb: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     except ContainerError as exc:
         pytest.fail(str(exc))
     finally:
+        if replay is not None:  # not a unit of the container's systemd: stopped here, not at halt
+            replay.terminate()
+            replay.wait(timeout=30)
         container.remove()
 
 
@@ -202,6 +206,8 @@ def test_group_member_tails_every_users_events_over_the_socket(box: Container) -
         assert (_uid(box, user), "ai.response") in by_uid, events
     response = next(e for e in events if e["event_type"] == "ai.response")
     assert response["process"]["name"] == "curl"
+    # read from /proc/PID/exe inside the container: right only if the BPF pid is the namespace's
+    assert response["process"]["exe"] == "/usr/bin/curl", response["process"]
     assert response["data"]["model"]["id"].startswith("gpt-4.1")
 
 
@@ -252,3 +258,30 @@ def test_purge_removes_the_service_and_leaves_no_stray_files(box: Container) -> 
     stray = sorted(p for p in _file_list(box) - box.before_install  # type: ignore[attr-defined]
                    if not p.startswith(CHURN) and p + "/" not in CHURN)
     assert stray == [], stray
+
+
+def test_deb_is_lintian_clean_at_warning_level(deb: Path) -> None:
+    changes = sorted(deb.parent.glob("deb/oisp-sensor_*.changes"))
+    done = subprocess.run(["lintian", "--fail-on", "error,warning", str(changes[-1])], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not [l for l in done.stdout.splitlines() if l.startswith(("E:", "W:"))], done.stdout
+
+
+def test_rpm_builds_and_lists_the_unit_policies_man_pages_and_config(deb: Path) -> None:
+    built = subprocess.run(["make", "-C", str(REPO_ROOT), "rpm"], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    rpm = sorted((REPO_ROOT / "build" / "packages").glob("oisp-sensor-*.noarch.rpm"))[-1]
+    listed = set(subprocess.run(["rpm", "-qpl", str(rpm)], capture_output=True, text=True, check=True).stdout.split())
+    for path in ("/usr/lib/systemd/system/oisp-sensor.service", "/usr/share/dbus-1/system.d/dev.oisp.Sensor1.conf",
+                 "/usr/share/dbus-1/system-services/dev.oisp.Sensor1.service",
+                 "/usr/share/polkit-1/actions/dev.oisp.Sensor1.policy", "/usr/lib/sysusers.d/oisp-sensor.conf",
+                 "/usr/lib/tmpfiles.d/oisp-sensor.conf", "/etc/oisp-sensor/config.yaml",
+                 "/usr/share/man/man8/oisp-sensor.8", "/usr/share/man/man1/oisp-ctl.1",
+                 "/usr/share/man/man5/oisp-sensor.yaml.5", "/usr/share/oisp-sensor/bpf/emit.h",
+                 "/usr/bin/oisp-sensor", "/usr/bin/oisp-ctl"):
+        assert path in listed or path + ".gz" in listed, path
+    config = subprocess.run(["rpm", "-qpc", str(rpm)], capture_output=True, text=True, check=True).stdout.split()
+    assert config == ["/etc/oisp-sensor/config.yaml"]
+    scripts = subprocess.run(["rpm", "-qp", "--scripts", str(rpm)], capture_output=True, text=True, check=True).stdout
+    assert "systemctl --no-reload preset oisp-sensor.service" in scripts or "systemd-update-helper" in scripts

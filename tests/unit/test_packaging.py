@@ -31,6 +31,7 @@ MAN = ROOT / "man"
 # Third-party modules the code imports -> (Debian package, Fedora package).
 DISTRO_PACKAGES: Dict[str, Tuple[str, str]] = {
     "bcc": ("python3-bpfcc", "python3-bcc"),
+    "capstone": ("python3-capstone", "python3-capstone"),
     "dbus_next": ("python3-dbus-next", "python3-dbus-next"),
     "elftools": ("python3-pyelftools", "python3-pyelftools"),
     "jsonschema": ("python3-jsonschema", "python3-jsonschema"),
@@ -210,7 +211,7 @@ def test_every_third_party_import_is_a_packaged_dependency():
 def test_debian_depends_are_distro_packages_and_the_issues_list():
     fields = control_fields(DEBIAN / "control")
     assert relation_names(fields["Depends"]) == [
-        "python3-bpfcc", "python3-dbus-next", "python3-jsonschema", "python3-pyelftools", "python3-regex",
+        "python3-bpfcc", "python3-capstone", "python3-dbus-next", "python3-jsonschema", "python3-pyelftools", "python3-regex",
         "python3-requests", "python3-sdnotify", "python3-yaml"]
     assert relation_names(fields["Recommends"])[0] == "linux-headers-amd64"
     assert {"python3-aiohttp", "python3-hpack", "python3-brotli", "python3-zstandard"} <= set(
