@@ -5,15 +5,18 @@ providers' front ends do), and the events must say what the recordings say.
   through the SDKs with ``http2=True``, streaming included, each matching its `expect` block;
 - two streamed calls multiplexed on one connection, decoded separately, each with its own time to
   first token;
-- a long keep-alive connection whose HPACK dynamic tables evict entries.
+- a long keep-alive connection whose HPACK dynamic tables evict entries;
+- h2c (prior knowledge) on a plain-HTTP destination, read from the socket syscalls.
 """
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Dict
 
 import pytest
 
+from tests.integration.conftest import PLAIN_HTTP_PORT, PLAIN_HTTP_PREFIX
 from tests.integration.test_record_providers import check_against_recording, exchange
 from tests.support import clients
 from tests.support.llm_fixtures import Fixture, load_fixtures
@@ -117,3 +120,42 @@ def test_a_long_keepalive_connection_evicts_hpack_entries(sensor, h2_server, h2_
     responses = [e for e in events if e["event_type"] == "ai.response"]
     assert all(r["confidence"]["completeness"] == "full" for r in responses), [r["confidence"] for r in responses]
     assert {r["data"]["model"]["id"] for r in responses} == {PLAIN_MODEL}
+
+
+@pytest.fixture(scope="module")
+def h2c_server(sensor, test_pki, tmp_path_factory):
+    """h2c (HTTP/2 over plain TCP, prior knowledge) on a capture.plain_http destination."""
+    from tests.integration.test_record_plain_http import free_address
+    from tests.support.replay_process import start_replay_server
+
+    server = start_replay_server(test_pki, tmp_path_factory.mktemp("h2c-replay"), plain=True,
+                                 host=free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT), port=PLAIN_HTTP_PORT,
+                                 module="tests.support.h2_replay_server")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("name", ["openai-chat-001", "openai-chat-stream-002"])
+def test_curl_over_h2c_is_recorded(name, sensor, h2c_server, test_pki, tmp_path):
+    """The same decoder reads HTTP/2 from the socket syscalls: an OpenAI-compatible server on a
+    configured destination spoken to over h2c, known by the shape of its requests."""
+    fx = FIXTURES[name]
+    origin = "http://%s:%d" % (h2c_server.host, h2c_server.port)
+    cmd = clients.curl_command(fx, test_pki.ca_file, tmp_path, url=origin + fx.path)
+    argv = [arg for arg in cmd.argv if arg != "--http1.1"] + ["--http2-prior-knowledge"]
+    before = len(h2c_server.requests())
+    result = clients.finish_client(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                    stdin=subprocess.DEVNULL, text=True))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["http_version"] == "2"
+    assert [r["fixture"] for r in h2c_server.requests()[before:]] == [name]
+    request, response, tools = exchange(sensor, result.pid, fx)
+    req, resp, expect = request["data"], response["data"], fx.expect
+    assert req["model"]["id"] == expect["request_model"] and req["streaming"] is expect["streaming"]
+    assert resp["model"]["id"] == expect["model"] and resp["status_code"] == fx.status
+    assert resp.get("usage", {}).get("completion_tokens") == expect["output_tokens"]
+    if expect["text_prefix"] is not None:
+        assert resp["choices"][0]["message"]["content"][:40] == expect["text_prefix"]
+    assert response["confidence"]["completeness"] == "full", response["confidence"]

@@ -4,7 +4,9 @@ A client that negotiates h2 (curl by default, httpx with ``http2=True``, Go's ne
 over HTTP/2 with the `h2` library: every stream is answered on a thread of its own, so concurrent
 streams on one connection are multiplexed (their DATA frames interleave), streamed replies are sent
 one SSE event / NDJSON line per DATA frame ``chunk_delay`` apart, and flow control is respected.
-Anything else falls back to replay_server's HTTP/1.1 handling. Responses are chosen exactly as
+Anything else falls back to replay_server's HTTP/1.1 handling. With ``--plain`` it serves h2c
+(HTTP/2 with prior knowledge: a connection that starts with the client preface) and HTTP/1.1
+on plain TCP, as a local model or gRPC server would. Responses are chosen exactly as
 there (build_reply: ``X-Fixture``, or method, path and body matching); every request is logged with
 its ALPN.
 
@@ -37,6 +39,7 @@ from tests.support.replay_server import (
 )
 
 MAX_REQUEST_BODY = 64 << 20
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class H2Session:
@@ -58,7 +61,7 @@ class H2Session:
             while not self.closed:
                 # One SSL object must not be read and written at once: read under the lock, and
                 # only once select() says bytes are there, so senders wait at most that long.
-                if not self.tls.pending() and not select.select([self.tls], [], [], 0.05)[0]:
+                if not self._pending() and not select.select([self.tls], [], [], 0.05)[0]:
                     continue
                 with self.lock:
                     try:
@@ -76,6 +79,9 @@ class H2Session:
             with self.lock:
                 self.closed = True
                 self.lock.notify_all()
+
+    def _pending(self) -> int:
+        return self.tls.pending() if isinstance(self.tls, ssl.SSLSocket) else 0
 
     def _on(self, event) -> None:
         if isinstance(event, RequestReceived):
@@ -166,10 +172,19 @@ def _request(headers: List[Tuple[str, str]], body: bytes) -> Request:
 
 class H2ConnectionHandler(ConnectionHandler):
     def _serve(self, conn_id: int, peer: str, tls: ssl.SSLSocket) -> None:
-        if tls.selected_alpn_protocol() == "h2":
+        if tls.selected_alpn_protocol() == "h2" if isinstance(tls, ssl.SSLSocket) else _starts_with_preface(tls):
             H2Session(self.server, conn_id, peer, tls).run()
         else:
             super()._serve(conn_id, peer, tls)
+
+
+def _starts_with_preface(sock: socket.socket) -> bool:
+    """h2c with prior knowledge: the first bytes are the client preface (peeked, not consumed)."""
+    while True:
+        head = sock.recv(len(PREFACE), socket.MSG_PEEK)
+        if len(head) == len(PREFACE) or not head or not PREFACE.startswith(head):
+            return head == PREFACE
+        time.sleep(0.01)
 
 
 class H2ReplayServer(ReplayServer):
@@ -190,7 +205,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse_args(argv)
     _set_comm(PROCESS_COMM)
     log = RequestLog(Path(args.log))
-    server = H2ReplayServer((args.host, args.port), server_context(args.cert, args.key),
+    if not args.plain and not (args.cert and args.key):
+        raise SystemExit("--cert and --key are required unless --plain")
+    context = None if args.plain else server_context(args.cert, args.key)
+    server = H2ReplayServer((args.host, args.port), context,
                             load_fixtures(Path(args.fixtures_dir)), log, args.chunk_delay_ms / 1000.0)
 
     def stop(signum, frame):
