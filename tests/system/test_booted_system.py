@@ -241,6 +241,23 @@ def test_redaction_set_is_refused_for_a_member_and_allowed_for_oisp_admin(box: C
     box.run(["oisp-ctl", *transport, "redaction", "set", "safe"], user="carol")
 
 
+def test_a_polkit_rule_grants_redaction_to_a_user_outside_the_groups(box: Container) -> None:
+    rule = box.path("/etc/polkit-1/rules.d/50-oisp-test.rules")
+    rule.write_text('polkit.addRule(function (action, subject) {\n'
+                    '  if (action.id == "dev.oisp.Sensor1.configure" && subject.user == "bob")\n'
+                    '    return polkit.Result.YES;\n});\n')
+    try:
+        box.run(["systemctl", "restart", "polkit"])  # read the rule now, not at its next inotify scan
+        assert box.run(["oisp-ctl", "redaction", "set", "minimal"], user="bob", check=False).returncode == 0
+        assert box.run(["oisp-ctl", "redaction", "get"]).stdout.startswith("minimal")
+        box.run(["oisp-ctl", "--bus", "redaction", "set", "safe"], user="bob")
+    finally:
+        rule.unlink()
+        box.run(["systemctl", "restart", "polkit"])
+    refused = box.run(["oisp-ctl", "redaction", "set", "full"], user="bob", check=False)
+    assert refused.returncode == 1 and "oisp-admin" in refused.stderr
+
+
 def test_stop_is_clean(box: Container) -> None:
     box.run(["systemctl", "stop", "oisp-sensor"], timeout=120)
     state = _show(box, "ActiveState", "Result", "ExecMainStatus")
@@ -248,6 +265,21 @@ def test_stop_is_clean(box: Container) -> None:
     journal = box.run(["journalctl", "-u", "oisp-sensor", "-o", "cat", "--no-pager"]).stdout
     assert "Traceback" not in journal
     assert not box.run(["test", "-e", "/run/oisp-sensor/control.sock"], check=False).returncode == 0
+
+
+def test_a_bus_call_starts_the_stopped_service(box: Container) -> None:
+    """D-Bus activation: dev.oisp.Sensor1.service hands the name to systemd's unit."""
+    assert _show(box, "ActiveState")["ActiveState"] == "inactive"
+    # the first call may time out while bcc compiles; what matters is that it started the unit
+    box.run(["oisp-ctl", "--bus", "status"], user="alice", check=False, timeout=120)
+    deadline = time.monotonic() + 300
+    while _show(box, "ActiveState")["ActiveState"] != "active" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _show(box, "ActiveState")["ActiveState"] == "active"
+    assert "version:" in box.run(["oisp-ctl", "--bus", "status"], user="alice").stdout
+    journal = box.run(["journalctl", "-b", "-o", "cat", "--no-pager", "_COMM=dbus-daemon"]).stdout
+    assert "Activating via systemd: service name='dev.oisp.Sensor1'" in journal
+    box.run(["systemctl", "stop", "oisp-sensor"], timeout=120)
 
 
 def test_purge_removes_the_service_and_leaves_no_stray_files(box: Container) -> None:
