@@ -39,6 +39,7 @@ enum record_kind {
     REC_FORK = 6,
     REC_EXEC = 7,
     REC_EXIT = 8,
+    REC_MMAP = 9,      // a file was mapped executable (discovery rescans the process's maps)
 };
 
 // Common header of every record. Data records are followed by `len` bytes of plaintext.

@@ -92,3 +92,36 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     records.ringbuf_submit(h, 0);
     return 0;
 }
+
+// mmap(2) of a file with PROT_EXEC: the dynamic loader mapping a library (dlopen of a libssl
+// copy after exec, for instance). Discovery reads the process's maps on this record, so it is
+// sent at the syscall's exit, when the mapping exists. Anonymous executable maps (JITs) are not.
+BPF_HASH(exec_mmaps, u32, u8, MAX_THREADS);  // by tid: an exec mmap of a file is in progress
+
+#define PROT_EXEC_BIT 4
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) {
+    if (!(args->prot & PROT_EXEC_BIT) || (s32)args->fd < 0)
+        return 0;
+    u64 id = current_id();
+    if (!id || !wanted(id >> 32))
+        return 0;
+    u32 tid = (u32)id;
+    u8 one = 1;
+    exec_mmaps.update(&tid, &one);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap) {
+    u64 id = current_id();
+    if (!id)
+        return 0;
+    u32 tid = (u32)id;
+    if (!exec_mmaps.lookup(&tid))
+        return 0;
+    exec_mmaps.delete(&tid);
+    if (args->ret < 0 && args->ret > -4096)
+        return 0;  // failed
+    emit_small(REC_MMAP, 0, -1, id >> 32, tid);
+    return 0;
+}

@@ -1,5 +1,6 @@
 """`oisp-sensor` command line: `record` (foreground capture to a JSONL file), `run` (the daemon,
-under systemd) and `check-config` (validate configuration files as the daemon would)."""
+under systemd), `check-config` (validate configuration files as the daemon would) and
+`tls-scan` (what the sensor finds in a binary or process)."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--uid", type=_uid, help="capture only processes running as this user id (filtered in the kernel)")
     run = sub.add_parser("run", help="run the daemon (under systemd: Type=notify)")
     run.add_argument("-c", "--config", default=CONFIG_FILE, help=f"configuration file (default {CONFIG_FILE}; its config.d/ applies too)")
+    scan = sub.add_parser("tls-scan", help="show the TLS library functions found in a binary or a process, and how")
+    scan.add_argument("targets", nargs="+", metavar="PATH|PID", help="a file, or a pid (its executable and mapped files)")
+    scan.add_argument("--json", action="store_true", help="machine-readable output")
+    scan.add_argument("--all", action="store_true", help="also list mapped files with no TLS library")
     check = sub.add_parser("check-config", help="validate configuration files; exit 1 naming file, key and problem")
     check.add_argument("files", nargs="*", help=f"files to check (default: {CONFIG_FILE} and {DROPIN_DIR}/*.yaml)")
     return parser
@@ -60,6 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_daemon(args.config)
     if args.command == "check-config":
         return check_config(args.files)
+    if args.command == "tls-scan":
+        from .capture.tls_scan import main as tls_scan
+
+        return tls_scan(args.targets, args.json, args.all)
     return 2
 
 

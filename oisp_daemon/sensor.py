@@ -15,6 +15,8 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from .capture import libraries, plain_http
+from .capture.discovery import ATTACH_FAILED, ATTACHED_ALREADY, ATTACHED_NEW, Discovery
+from .capture.elf_image import Identity
 from .capture.loader import Attached, CaptureOptions, TlsCapture
 from .capture.reader import RingReader
 from .commands import CommandQueue
@@ -47,6 +49,7 @@ class Sensor:
             )
         )
         self.reader: Optional[RingReader] = None
+        self.discovery: Optional[Discovery] = None
         self.pipeline: Optional[Pipeline] = None
         self.commands = CommandQueue(wake=self._wake)
         self._owner = 0  # the thread in run()
@@ -63,16 +66,34 @@ class Sensor:
         with Progress("compiling and loading BPF programs"):
             self.capture.load()
         attached = self.capture.attach(libraries.discover(binary_paths))
-        self.reader = RingReader(self.capture.poll, self.capture.open_ring)
-        return attached
+        self.discovery = Discovery(self._attach_discovered, self._detach_discovered)
+        self.reader = RingReader(self.capture.poll, self.capture.open_ring, on_image=self.discovery.notify)
+        with Progress("looking for TLS libraries in running processes"):
+            self.discovery.start()
+        return self.capture.attachments()
+
+    def _attach_discovered(self, target: libraries.TlsTarget) -> str:
+        """(discovery thread) Probe a file a process maps, unless it has probes already."""
+        with self.capture.lock:
+            if self.capture.attached_file(target.identity) is not None:
+                return ATTACHED_ALREADY
+            return ATTACHED_NEW if self.capture.attach_target(target).probes else ATTACH_FAILED
+
+    def _detach_discovered(self, identity: Identity) -> None:
+        """(discovery thread) No process maps a discovered file any more: release its probes."""
+        with self.capture.lock:
+            attached = self.capture.attached_file(identity)
+            if attached is not None and attached.target.origin == "discovered":
+                self.capture.detach_target(attached)
+                log.info("no longer probing %s: no process maps it", attached.target.shown_path)
 
     def sync_targets(self, binary_paths: Iterable[str]) -> None:
         """(owner thread) Probe exactly the system libssl and the files `binary_paths` lead to:
         files no longer wanted lose their probes, new ones get them, each file once."""
         wanted = libraries.discover(binary_paths)
         identities = {t.identity for t in wanted}
-        for attached in list(self.capture.attached):
-            if attached.target.origin != "system" and attached.target.identity not in identities:
+        for attached in self.capture.attachments():
+            if attached.target.origin == "config" and attached.target.identity not in identities:
                 self.capture.detach_target(attached)
                 log.info("no longer probing %s", attached.target.path)
         for target in wanted:
@@ -144,6 +165,8 @@ class Sensor:
             log.warning("stopping: gave up %d queued records after draining for %.0f s", count, DRAIN_LIMIT_S)
 
     def close(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
         self.capture.close()
 
     # -- counters -----------------------------------------------------------------------------
@@ -170,6 +193,8 @@ class Sensor:
         out["queue_bytes"] = self.reader.queue.queued_bytes if self.reader is not None else 0
         out["queue_dropped_by_uid"] = self.reader.queue.dropped_by_uid() if self.reader is not None else {}
         out["shutdown_abandoned_records"] = self.reader.queue.abandoned if self.reader is not None else 0
+        if self.discovery is not None:
+            out.update(self.discovery.counters)
         return out
 
     def _refresh_counters(self) -> None:

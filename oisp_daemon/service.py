@@ -47,7 +47,6 @@ RESTART_KEYS = ("capture", "paths", "control", "dbus", "tail")
 class CaptureView(NamedTuple):
     """What other threads may read of capture state: replaced whole by the main thread."""
 
-    probes: Tuple[Dict[str, Any], ...] = ()
     binary_paths: Tuple[str, ...] = ()
 
 
@@ -202,15 +201,6 @@ class Daemon:
         """(main thread) Replace the snapshot other threads read."""
         assert self.sensor is not None
         self.view = CaptureView(
-            probes=tuple(
-                {
-                    "path": a.target.shown_path,
-                    "origin": a.target.origin,
-                    "libraries": [scan.library for scan in a.target.scans],
-                    "symbols": list(a.probes),
-                }
-                for a in self.sensor.capture.attached
-            ),
             binary_paths=tuple(sorted(set(self._wanted_paths()))),
         )
 
@@ -224,6 +214,19 @@ class Daemon:
         out.update(self.hub.stats())
         return out
 
+    def probes(self) -> List[Dict[str, Any]]:
+        """The attached files as status shows them (discovery changes them on its own thread)."""
+        assert self.sensor is not None
+        return [
+            {
+                "path": a.target.shown_path,
+                "origin": a.target.origin,
+                "libraries": [scan.library for scan in a.target.scans],
+                "symbols": list(a.probes),
+            }
+            for a in self.sensor.capture.attachments()
+        ]
+
     def status(self) -> Dict[str, Any]:
         assert self.sensor is not None
         headers = self.sensor.capture.headers
@@ -233,7 +236,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "kernel": os.uname().release,
             "kernel_headers": headers.description if headers else None,
-            "probes": [dict(p) for p in self.view.probes],
+            "probes": self.probes(),
             "binary_paths": self.binary_paths(),
             "redaction": self.policy.mode,
             "config_files": self.config_files,
@@ -361,7 +364,7 @@ class Daemon:
             return 1
         log.info(
             "running: %d TLS targets probed, control socket %s%s",
-            len(self.view.probes),
+            len(self.sensor.capture.attachments()),
             control["socket"],
             f", D-Bus {self.config['dbus']['address']}" if self.config["dbus"]["enabled"] else "",
         )

@@ -79,6 +79,11 @@ class ElfImage:
                 self._hash = None
         return self._hash
 
+    @property
+    def has_dynamic_hash(self) -> bool:
+        """The file has a dynamic symbol hash table (a shared library or dynamic executable)."""
+        return self._hash_table() is not None
+
     def dynamic_symbol(self, name: str) -> Optional[int]:
         """Address of `name` if the file exports it (through the dynamic hash table)."""
         table = self._hash_table()
@@ -180,6 +185,19 @@ class ElfImage:
             return [tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
         except (ELFError, ValueError, AttributeError):
             return []
+
+    def soname(self) -> Optional[str]:
+        """DT_SONAME: the name of a shared library (None for an executable)."""
+        try:
+            dynamic = self.elf.get_section_by_name(".dynamic")
+            if dynamic is None:
+                return None
+            for tag in dynamic.iter_tags():
+                if tag.entry.d_tag == "DT_SONAME":
+                    return str(tag.soname)
+        except (ELFError, ValueError, AttributeError):
+            return None
+        return None
 
     @property
     def is_dynamic_object(self) -> bool:

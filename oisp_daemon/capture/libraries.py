@@ -26,7 +26,9 @@ from .probe_table import Scan
 
 log = logging.getLogger(__name__)
 
-_LIBSSL_RE = re.compile(r"^\s*(libssl\.so\.[0-9.]+) \(([^)]*)\) => (\S+)$")
+# The system's TLS libraries by soname in the linker cache: probed at start-up, before any
+# client maps them, so no process that links them dynamically can beat discovery.
+_SYSTEM_TLS_RE = re.compile(r"^\s*(libssl\.so\.[0-9.]+|libgnutls\.so\.[0-9]+|libnspr4\.so) \(([^)]*)\) => (\S+)$")
 
 
 @dataclass
@@ -56,8 +58,9 @@ def file_identity(path: str) -> Optional[Identity]:
     return (st.st_dev, st.st_ino)
 
 
-def system_libssl(ldconfig_output: Optional[str] = None) -> List[str]:
-    """Paths of libssl.so.* for this machine's architecture from the linker cache."""
+def system_libraries(ldconfig_output: Optional[str] = None) -> List[str]:
+    """Paths of the TLS libraries (libssl, libgnutls, NSPR) for this machine's architecture
+    from the linker cache."""
     if ldconfig_output is None:
         try:
             ldconfig_output = subprocess.run(
@@ -69,7 +72,7 @@ def system_libssl(ldconfig_output: Optional[str] = None) -> List[str]:
     arch_tag = {"x86_64": "x86-64", "aarch64": "AArch64"}.get(machine, machine)
     paths = []
     for line in ldconfig_output.splitlines():
-        m = _LIBSSL_RE.match(line)
+        m = _SYSTEM_TLS_RE.match(line)
         if m and arch_tag in m.group(2):
             paths.append(m.group(3))
     return paths
@@ -126,10 +129,10 @@ def probe_target(path: str, origin: str, shown_path: str = "") -> Optional[TlsTa
 
 
 def discover(extra_paths: Iterable[str] = ()) -> List[TlsTarget]:
-    """System libssl plus configured binaries, each file once (by device and inode, so the first
+    """System TLS libraries plus configured binaries, each file once (by device and inode, so the first
     path to a file names it), with their scans."""
     targets: Dict[Identity, TlsTarget] = {}
-    for origin, paths in (("system", system_libssl()), ("config", list(extra_paths))):
+    for origin, paths in (("system", system_libraries()), ("config", list(extra_paths))):
         for path in paths:
             identity = file_identity(path)
             if identity is None or identity in targets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -113,6 +114,8 @@ class TlsCapture:
         self.options = options
         self.headers: Optional[kheaders.HeaderChoice] = None
         self.attached: List[Attached] = []
+        # attach/detach and readers of `attached` hold this: discovery attaches on its own thread
+        self.lock = threading.RLock()
         self._bpf = None
 
     def load(self) -> None:
@@ -166,12 +169,22 @@ class TlsCapture:
 
     def attached_file(self, identity: Identity) -> Optional[Attached]:
         """The attachment of the file with this (device, inode), whatever path it came by."""
-        return next((a for a in self.attached if a.target.identity == identity), None)
+        with self.lock:
+            return next((a for a in self.attached if a.target.identity == identity), None)
+
+    def attachments(self) -> List[Attached]:
+        """A copy of the attachments, safe to read on any thread."""
+        with self.lock:
+            return list(self.attached)
 
     def attach_target(self, target: TlsTarget) -> Attached:
         """Probe a file once: a file already attached (by any path to it) is returned as it is.
         Each point of each family's scan gets its entry probe and its return probe(s): a
         uretprobe, or a uprobe on every RET instruction where the family asks for that."""
+        with self.lock:
+            return self._attach_target(target)
+
+    def _attach_target(self, target: TlsTarget) -> Attached:
         existing = self.attached_file(target.identity)
         if existing is not None:
             return existing
@@ -209,9 +222,10 @@ class TlsCapture:
     def detach_target(self, attached: Attached) -> None:
         """Remove a target's uprobes. By event name, not path: the file may be reachable no
         longer (the last process mapping it from its container has gone)."""
-        for event in attached.events:
-            self._detach_event(event)
-        self.attached.remove(attached)
+        with self.lock:
+            for event in attached.events:
+                self._detach_event(event)
+            self.attached.remove(attached)
 
     @property
     def loaded(self) -> bool:

@@ -223,8 +223,11 @@ class RingReader:
     """
 
     def __init__(self, poll: Callable[[int], None], open_ring: Callable[[Callable[[int, int], None]], None],
-                 max_queue_bytes: int = QUEUE_BYTES) -> None:
+                 max_queue_bytes: int = QUEUE_BYTES, on_image: Optional[Callable[[int], None]] = None) -> None:
         self._poll = poll
+        # told (on this thread, as the record arrives) of every exec and executable file mmap, so
+        # discovery can probe a new process's TLS library before its first request
+        self._on_image = on_image
         self.queue = RecordQueue(max_queue_bytes)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -233,10 +236,15 @@ class RingReader:
 
     def _on_record(self, ptr: int, size: int) -> None:
         record = rec.decode(ptr, size)
-        if record is not None:
-            if isinstance(record, rec.Exec):
-                snapshot_exec(record)
-            self.queue.put(record)
+        if record is None:
+            return
+        if isinstance(record, (rec.Exec, rec.Mmap)) and self._on_image is not None:
+            self._on_image(record.pid)
+        if isinstance(record, rec.Mmap):
+            return  # for discovery only
+        if isinstance(record, rec.Exec):
+            snapshot_exec(record)
+        self.queue.put(record)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -19,6 +19,7 @@ REC_CONNECT = 5
 REC_FORK = 6
 REC_EXEC = 7
 REC_EXIT = 8
+REC_MMAP = 9
 
 MAX_CHUNK = 16384  # most data bytes one record carries (CHUNK_LARGE)
 
@@ -123,7 +124,15 @@ class Exit:
     ts_ns: int
 
 
-Record = Union[DataChunk, ConnEnd, SetFd, Connect, Fork, Exec, Exit]
+@dataclass
+class Mmap:
+    """The process mapped a file executable: discovery rescans its maps."""
+
+    pid: int
+    ts_ns: int
+
+
+Record = Union[DataChunk, ConnEnd, SetFd, Connect, Fork, Exec, Exit, Mmap]
 
 
 def _address(h: RecHdr) -> str:
@@ -170,4 +179,6 @@ def decode(ptr: int, size: int) -> Optional[Record]:
         return Exec(h.pid, filename, h.comm.decode("utf-8", "replace"), h.uid, h.ts_ns)
     if kind == REC_EXIT:
         return Exit(h.pid, h.ts_ns)
+    if kind == REC_MMAP:
+        return Mmap(h.pid, h.ts_ns)
     return None

@@ -5,7 +5,6 @@ file that carries it; a file belongs to the family when it defines the family's 
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Tuple
 
 from ..elf_image import ElfImage
@@ -20,11 +19,16 @@ class SymbolFamily(TlsFamily):
     anchor: str = ""  # a file defining this symbol is of the family
 
     def describe(self, image: ElfImage) -> str:
-        kind = "shared library" if image.is_dynamic_object and ".so" in os.path.basename(image.path) else "linked into the executable"
-        return f"{self.library} ({os.path.basename(image.path)}, {kind})"
+        soname = image.soname()
+        if soname:
+            return f"{self.library} ({soname}, shared library)"
+        return f"{self.library} (linked into the executable)"
 
     def scan(self, image: ElfImage) -> Optional[Scan]:
-        if image.symbol(self.anchor) is None:
+        # The anchor through the dynamic hash table only (instant), unless the file has none (a
+        # static executable): walking the static table of every unstripped file a process maps
+        # would take seconds for a big one.
+        if image.dynamic_symbol(self.anchor) is None and (image.has_dynamic_hash or image.symbol(self.anchor) is None):
             return None
         scan = Scan(self.name, self.describe(image))
         for point in self.points:
