@@ -38,6 +38,7 @@ SWEEP_ALL_S = 30.0  # every process again: new dlopens, and files nobody maps an
 MAX_KNOWN_FILES = 8192  # files classified (TLS or not), most recently seen kept
 MAX_PIDS = 65536
 MAX_MAPS_BYTES = 4 << 20  # a process with a huge maps file is read up to this much
+MAX_HELD = 256  # new files held open between their mmap and their scan
 
 
 @dataclass
@@ -90,6 +91,7 @@ class _Known:
     scans: List[Scan] = field(default_factory=list)  # every scan (unsupported ones included)
     path: str = ""  # how the daemon reaches it (through /proc/PID/root for another namespace)
     shown: str = ""  # the path in the process's namespace
+    held_fd: Optional[int] = None  # the descriptor `path` goes through (/proc/self/fd/N), if any
 
 
 # What the attach callback reports.
@@ -110,6 +112,9 @@ class Discovery:
         self._queue: "queue.Queue[Optional[int]]" = queue.Queue(maxsize=65536)
         self._pending: Set[int] = set()  # pids in the queue
         self._pending_lock = threading.Lock()
+        # New files opened as they are mapped (the poller thread): a client that is gone within
+        # milliseconds leaves its files reachable for the scan, so the next one finds them probed
+        self._held: "OrderedDict[MapsKey, Tuple[int, MappedFile]]" = OrderedDict()
         self._known: "OrderedDict[MapsKey, _Known]" = OrderedDict()
         self._pids: Dict[int, Set[MapsKey]] = {}  # pid -> TLS files it maps
         self._seen: "OrderedDict[int, None]" = OrderedDict()  # pids read at least once
@@ -133,7 +138,8 @@ class Discovery:
     def notify(self, pid: int) -> None:
         """(poller thread) A process exec'd or mapped a file executable: look at it soon. A
         process start maps a dozen libraries at once; one read of its maps sees them all, so a
-        pid already waiting is not queued again."""
+        pid already waiting is not queued again. Files never seen before are opened at once."""
+        self._hold_new_files(pid)
         with self._pending_lock:
             if pid in self._pending:
                 return
@@ -144,6 +150,43 @@ class Discovery:
             with self._pending_lock:
                 self._pending.discard(pid)
             self.counters["discovery_notifications_dropped"] += 1  # the sweep catches it
+
+    def _hold_new_files(self, pid: int) -> None:
+        try:
+            with open(os.path.join(self._proc, str(pid), "maps"), encoding="utf-8", errors="replace") as fh:
+                text = fh.read(MAX_MAPS_BYTES)
+        except OSError:
+            return
+        for mapped in parse_maps(text):
+            if not mapped.executable or mapped.key in self._known:
+                continue
+            with self._pending_lock:
+                if mapped.key in self._held:
+                    continue
+            try:
+                fd = os.open(os.path.join(self._proc, str(pid), "map_files", mapped.span), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            with self._pending_lock:
+                self._held[mapped.key] = (fd, mapped)
+                while len(self._held) > MAX_HELD:
+                    os.close(self._held.popitem(last=False)[1][0])
+
+    def _take_held(self, key: MapsKey) -> Optional[int]:
+        with self._pending_lock:
+            held = self._held.pop(key, None)
+        return None if held is None else held[0]
+
+    def _scan_held(self) -> None:
+        """Classify (and probe) the files held for processes that were gone before their scan."""
+        while True:
+            with self._pending_lock:
+                if not self._held:
+                    return
+                key, (_fd, mapped) = next(iter(self._held.items()))
+            known = self._classify(mapped, "", True)
+            if known is not None and known.identity is not None:
+                self._ensure_attached(key, "", True)
 
     def is_covered(self, pid: int) -> bool:
         """True when the process maps a file that has probes."""
@@ -202,7 +245,9 @@ class Discovery:
         with self._pending_lock:
             self._pending.discard(pid)  # from here on, a new mapping needs a new look
         started = time.monotonic()
-        if self.scan_pid(pid):
+        attached = self.scan_pid(pid)
+        self._scan_held()
+        if attached:
             self.last_attach_ms = (time.monotonic() - started) * 1000
             log.debug("attached for pid %d in %.1f ms", pid, self.last_attach_ms)
 
@@ -244,6 +289,9 @@ class Discovery:
             for identity in gone:
                 del self._attached[identity]
                 self._covered.discard(identity)
+            released = [k for k, known in self._known.items() if known.identity in gone and known.held_fd is not None]
+            for key in released:
+                os.close(self._known.pop(key).held_fd)  # type: ignore[arg-type]
         for identity in gone:
             self._detach(identity)
             self.counters["discovery_targets_detached"] += 1
@@ -304,19 +352,33 @@ class Discovery:
         known = self._known.get(mapped.key)
         if known is not None:
             self._known.move_to_end(mapped.key)
+            stale = self._take_held(mapped.key)  # opened while the scan that knows it ran
+            if stale is not None:
+                os.close(stale)
             return known
-        path = self._reach(mapped, root, same_root, os.path.join(os.path.dirname(root), "map_files", mapped.span))
+        held = self._take_held(mapped.key)
+        path = self._reach(mapped, root, same_root, os.path.join(os.path.dirname(root), "map_files", mapped.span)) if root else None
+        if path is not None and held is not None:
+            os.close(held)  # reachable by a path of its own, which the kernel's uprobe list will show
+            held = None
+        elif held is not None:
+            path = f"/proc/{self._self_pid}/fd/{held}"
         if path is None:
             log.debug("cannot reach %s of pid %s", mapped.path, os.path.basename(os.path.dirname(root)))
             return None  # the process (or its namespace) went away: try again when seen again
         scans = libraries.scan_file(path)
         self.counters["discovery_files_scanned"] += 1
         identity = libraries.file_identity(path) if any(s.attachable for s in scans) else None
-        known = _Known(identity, scans, path, mapped.path)
+        if held is not None and identity is None:
+            os.close(held)  # not TLS: nothing will be attached through it
+            held = None
+        known = _Known(identity, scans, path, mapped.path, held)
         with self._lock:
             self._known[mapped.key] = known
             while len(self._known) > MAX_KNOWN_FILES:
-                self._known.popitem(last=False)
+                evicted = self._known.popitem(last=False)[1]
+                if evicted.held_fd is not None:
+                    os.close(evicted.held_fd)
         return known
 
     @staticmethod
@@ -355,7 +417,7 @@ class Discovery:
         if result != ATTACHED_NEW:
             return False
         self.counters["discovery_targets_attached"] += 1
-        log.info("probing %s%s (%s)", known.shown, "" if same_root else f" (as {known.path})",
+        log.info("probing %s%s (%s)", known.shown, "" if known.path == known.shown else f" (as {known.path})",
                  ", ".join(s.library for s in target.scans))
         return True
 

@@ -81,8 +81,10 @@ def system_libraries(ldconfig_output: Optional[str] = None) -> List[str]:
 def scan_image(image: ElfImage) -> List[Scan]:
     """Every family's findings in one file, in registry order (a family that fails on an odd
     file is logged and skipped: one bad scanner must not hide the others)."""
-    scans = []
+    scans: List[Scan] = []
     for family in FAMILIES:
+        if family.searches_code and any(s.attachable for s in scans):
+            continue
         try:
             found = family.scan(image)
         except Exception:  # noqa: BLE001 - a scanner bug must not stop discovery

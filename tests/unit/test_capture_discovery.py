@@ -208,3 +208,19 @@ def test_tls_scan_of_a_file_names_every_point_and_how_it_was_found():
     assert "by symbol" in text
     assert "no such regular file" in format_reports(reports_for("/nonexistent"))
     assert "no TLS library found" in format_reports(reports_for("/bin/true"), show_all=True)
+
+
+def test_a_file_mapped_by_a_process_gone_before_its_scan_is_probed_for_the_next(libcopy):
+    """notify() opens new files as they are mapped: the scan that comes after the process has
+    exited still finds (and probes) its private libssl."""
+    rec = Recorder()
+    found = Discovery(rec.attach, rec.detach)
+    found.scan_all()  # what runs now is known; the copy is not
+    proc = python_with(libcopy)
+    found.notify(proc.pid)
+    proc.kill()
+    proc.wait()
+    found._scan_notified(found._queue.get_nowait())
+    copies = [t for t in rec.attached if t.shown_path == str(libcopy / "libssl.so.3")]
+    assert len(copies) == 1 and copies[0].path.startswith(f"/proc/{os.getpid()}/fd/")
+    assert found._held == {}

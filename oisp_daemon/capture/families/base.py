@@ -17,6 +17,10 @@ class TlsFamily(ABC):
     name: str = ""
     bpf_file: Optional[str] = None  # a file in bpf/ compiled with bpf/emit.h; None: no probes
     points: Tuple[ProbePoint, ...] = ()
+    # True for families that search code or data (signatures, pclntab) rather than look names
+    # up: they are skipped in a file where a name-based family already found its library, so
+    # that a big binary like Node is probed in a tenth of a second instead of a second.
+    searches_code: bool = False
 
     def point(self, name: str) -> ProbePoint:
         return self._by_name()[name]

@@ -580,6 +580,7 @@ class BoringSslFamily(TlsFamily):
     BoringSSL build with symbols) belong to the openssl family, so nothing is probed twice."""
 
     name = "boringssl"
+    searches_code = True
     bpf_file = "openssl.c"  # same C ABI: SSL_write(ssl, buf, int num), SSL_read(...) -> int
     points = tuple(p for p in OpenSslFamily.points if p.name in ("SSL_write", "SSL_read"))
 

@@ -121,6 +121,7 @@ class GoFamily(TlsFamily):
     """Go's own TLS stack, inside each Go executable."""
 
     name = "go"
+    searches_code = True
     bpf_file = "go_tls.c"
     points = (WRITE, READ, CLOSE)
 
