@@ -5,8 +5,9 @@
 // Which sockets: those whose destination is in `sockets_dest` (an LPM trie written by user space
 // from capture.plain_http, oisp_daemon/capture/plain_http.py), learned at connect (client side)
 // and, when configured, at accept on a listener bound to such an address (server side). They live
-// in `sockets_fds` by (pid, fd) until close. Every other read/write pays one lookup there at
-// entry; the exit pays one lookup of the thread's call in flight.
+// in `sockets_fds` by (pid, fd) until close. A read/write of a process without tracked sockets
+// pays one array read at entry (`sockets_pids`), one of a process with some a lookup in
+// `sockets_fds`; the exit reads one array slot (no tracked call in flight) or looks the call up.
 //
 // Connection identity (the `ssl` field of the records): SOCK_TAG | conn_no << 32 | fd. Bit 63 is
 // never set in a user-space pointer (x86-64 and arm64 user addresses are below 2^48), so it cannot
@@ -88,9 +89,19 @@ struct sockets_user_iovec {
 BPF_F_TABLE("lpm_trie", struct sockets_dest_key, u8, sockets_dest, SOCKETS_DESTS, BPF_F_NO_PREALLOC);
 BPF_HASH(sockets_ports, u16, u8, SOCKETS_DESTS);  // ports in the set (network order): wildcard binds
 BPF_TABLE("lru_hash", struct sockets_fd_key, struct sockets_conn, sockets_fds, MAX_CONNECTIONS);
+// One bit per pid (PID_MAX_LIMIT pids) that has had a tracked socket: a read/write of any other
+// process costs one array read, inlined by the verifier, instead of a hash lookup. Bits are never
+// cleared (user space could not clear one without racing the kernel's sets of its neighbours): a
+// pid that once tracked a socket pays the hash lookup, which stays exact.
+#define SOCK_PID_WORDS 65536
+BPF_ARRAY(sockets_pids, u64, SOCK_PID_WORDS);
 BPF_HASH(sockets_listeners, struct sockets_fd_key, u8, MAX_CONNECTIONS);  // server side
 BPF_HASH(sockets_pending, u32, s32, MAX_THREADS);      // connect/bind/accept in flight: fd by tid
 BPF_HASH(sockets_calls, u32, struct sockets_call, MAX_THREADS);
+// How many sockets_calls entries exist: 0 (no tracked call anywhere, the usual case) lets every
+// syscall exit return after an array read instead of a hash lookup. A task killed inside a
+// tracked call leaves its entry and the count above 0: exits then do the lookup, still correct.
+BPF_ARRAY(sockets_inflight, u64, 1);
 BPF_ARRAY(sockets_config, u32, 1);                     // [0]: 1 = capture the accepting end too
 BPF_ARRAY(sockets_next_id, u64, 1);
 BPF_PROG_ARRAY(sockets_continue, 1);                   // tracepoint programs: not continue_call's type
@@ -141,12 +152,27 @@ static __always_inline void sockets_open(u32 pid, u32 tid, s32 fd, u32 server) {
     conn.id = SOCK_TAG | ((no & 0x7fffffffULL) << 32) | (u32)fd;
     conn.server = server;
     sockets_fds.update(&key, &conn);
+    u32 word = pid >> 6;
+    u64 *bits = sockets_pids.lookup(&word);
+    if (bits)
+        __sync_fetch_and_or(bits, 1ULL << (pid & 63));
     emit_small(REC_SET_FD, conn.id, fd, pid, tid);
+}
+
+// Whether the process may have a tracked socket (see sockets_pids).
+static __always_inline int sockets_pid_tracks(u32 pid) {
+    u32 word = pid >> 6;
+    if (word >= SOCK_PID_WORDS)
+        return 1;
+    u64 *bits = sockets_pids.lookup(&word);
+    return bits && (*bits & (1ULL << (pid & 63)));
 }
 
 // Entry of a read/write family call: remember where its bytes are, if the socket is tracked.
 static __always_inline int sockets_enter(u64 fd, u64 buf, u64 iov, u64 iovcnt, u16 dir) {
     u64 id = current_id();
+    if (!sockets_pid_tracks(id >> 32))
+        return 0;
     struct sockets_fd_key key = {.pid = id >> 32, .fd = (u32)fd};
     struct sockets_conn *conn = sockets_fds.lookup(&key);
     if (!conn || !id)
@@ -163,13 +189,32 @@ static __always_inline int sockets_enter(u64 fd, u64 buf, u64 iov, u64 iovcnt, u
     s.iovcnt = iovcnt > SOCK_IOV_MAX ? SOCK_IOV_MAX : (u32)iovcnt;
     s.ts_at_exit = dir == REC_READ;
     s.pid = pid;
-    sockets_calls.update(&tid, &s);
+    if (sockets_calls.insert(&tid, &s) == 0) {
+        u32 zero = 0;
+        u64 *n = sockets_inflight.lookup(&zero);
+        if (n)
+            __sync_fetch_and_add(n, 1);
+    } else {
+        sockets_calls.update(&tid, &s);  // a call its task never finished: replaced, counted once
+    }
     return 0;
+}
+
+// The thread's call is over: its entry goes, and the count with it.
+static __always_inline void sockets_done(u32 tid) {
+    if (sockets_calls.delete(&tid) == 0) {
+        u32 zero = 0;
+        u64 *n = sockets_inflight.lookup(&zero);
+        if (n)
+            __sync_fetch_and_add(n, -1);
+    }
 }
 
 // Same, for sendmsg/recvmsg: the iovec array comes from the caller's msghdr.
 static __always_inline int sockets_enter_msg(u64 fd, const u8 *msg, u16 dir) {
     u64 id = current_id();
+    if (!sockets_pid_tracks(id >> 32))
+        return 0;
     struct sockets_fd_key key = {.pid = id >> 32, .fd = (u32)fd};
     if (!sockets_fds.lookup(&key) || !id)
         return 0;
@@ -219,12 +264,16 @@ static __always_inline int sockets_emit(void *ctx, u32 pid, u32 tid) {
         // Tail call limit reached: the rest of the call is lost, and counted.
         count_lost(s->c.total - s->c.offset);
     }
-    sockets_calls.delete(&tid);
+    sockets_done(tid);
     return 0;
 }
 
 // Exit of a read/write family call: emit the `ret` bytes it moved.
 static __always_inline int sockets_exit(void *ctx, long ret) {
+    u32 zero = 0;
+    u64 *inflight = sockets_inflight.lookup(&zero);
+    if (!inflight || !*inflight)
+        return 0;
     u64 id = current_id();
     u32 tid = (u32)id;
     struct sockets_call *s = sockets_calls.lookup(&tid);
@@ -233,7 +282,7 @@ static __always_inline int sockets_exit(void *ctx, long ret) {
     u32 pid = id >> 32;
     s64 seq = ret > 0 && s->pid == pid ? next_seq(pid, s->c.ssl) : -1;
     if (seq < 0) {
-        sockets_calls.delete(&tid);  // nothing moved (EAGAIN, EOF, error)
+        sockets_done(tid);  // nothing moved (EAGAIN, EOF, error)
         return 0;
     }
     s->c.seq = seq;
@@ -397,6 +446,8 @@ int sockets_exit_accept(struct sockets_sys_exit *args) {
 // close(2) ends a tracked connection (and forgets a listener).
 int sockets_enter_close(struct sockets_sys_enter *args) {
     u64 id = current_id();
+    if (!sockets_pid_tracks(id >> 32) && !sockets_server_side())
+        return 0;
     struct sockets_fd_key key = {.pid = id >> 32, .fd = (u32)args->arg[0]};
     struct sockets_conn *conn = sockets_fds.lookup(&key);
     if (!conn) {
