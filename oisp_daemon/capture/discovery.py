@@ -35,6 +35,9 @@ MapsKey = Tuple[str, int]  # (device "major:minor" as /proc/PID/maps shows it, i
 
 SWEEP_NEW_PIDS_S = 2.0  # processes whose exec the ring did not report (started before us, lost)
 SWEEP_ALL_S = 30.0  # every process again: new dlopens, and files nobody maps any more
+# A discovered file nobody maps keeps its probes this long: a short CLI run again and again (an
+# agent's tool, a curl in a loop) is then probed once, not found anew (and raced) on every run.
+RELEASE_AFTER_S = 300.0
 MAX_KNOWN_FILES = 8192  # files classified (TLS or not), most recently seen kept
 MAX_PIDS = 65536
 MAX_MAPS_BYTES = 4 << 20  # a process with a huge maps file is read up to this much
@@ -120,6 +123,7 @@ class Discovery:
         self._seen: "OrderedDict[int, None]" = OrderedDict()  # pids read at least once
         self._attached: Dict[Identity, Set[MapsKey]] = {}  # discovered targets -> their maps keys
         self._covered: Set[Identity] = set()  # probed files (by discovery or before it)
+        self._unmapped_since: Dict[Identity, float] = {}  # discovered files no process maps
         self._unsupported: Dict[int, List[Scan]] = {}  # pid -> libraries seen but not readable
         self._lock = threading.Lock()  # _pids/_attached/_known between this thread and readers
         self._stop = threading.Event()
@@ -271,8 +275,9 @@ class Discovery:
         except OSError:
             return []
 
-    def scan_all(self) -> None:
-        """Every process; then release the discovered files no live process maps."""
+    def scan_all(self, release_after_s: float = RELEASE_AFTER_S) -> None:
+        """Every process; then release the discovered files no live process has mapped for
+        `release_after_s`."""
         live = self._pids_now()
         for pid in live:
             self.scan_pid(pid)
@@ -285,8 +290,15 @@ class Discovery:
             for pid in [p for p in self._seen if p not in alive]:
                 del self._seen[pid]
             mapped = set().union(*self._pids.values()) if self._pids else set()
-            gone = [identity for identity, keys in self._attached.items() if not keys & mapped]
+            now = time.monotonic()
+            gone = []
+            for identity, keys in self._attached.items():
+                if keys & mapped:
+                    self._unmapped_since.pop(identity, None)
+                elif now - self._unmapped_since.setdefault(identity, now) >= release_after_s:
+                    gone.append(identity)
             for identity in gone:
+                del self._unmapped_since[identity]
                 del self._attached[identity]
                 self._covered.discard(identity)
             released = [k for k, known in self._known.items() if known.identity in gone and known.held_fd is not None]
