@@ -1,12 +1,17 @@
 """A Go net/http client, built here with Debian's golang-go, recorded through crypto/tls probes.
 
 Built twice, with symbols and stripped (`-ldflags=-s -w`): both must give the ai.request /
-ai.response pair of a recorded OpenAI exchange (model, usage, text), found through .gopclntab.
+ai.response pair of a recorded OpenAI exchange (model, usage, text), found through .gopclntab,
+and `oisp-sensor tls-scan` must say so. The stripped build is also recorded with no
+configuration (process discovery), and with a 1 MiB answer.
 The client speaks HTTP/1.1 (an HTTP/2 variant belongs with the HTTP/2 decoder).
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Dict
 
@@ -97,3 +102,34 @@ def test_stripped_go_client_one_mib_answer_is_captured_byte_complete(go_clients,
     assert_valid_event(response)
     assert response["data"]["choices"][0]["message"]["content"] == received
     assert response["confidence"]["completeness"] == "full", response["confidence"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tls_scan_names_go_tls_the_functions_pclntab_and_the_rets(variant, go_clients):
+    done = subprocess.run([sys.executable, "-m", "oisp_daemon.cli", "tls-scan", str(go_clients[variant])],
+                          cwd=str(clients.REPO_ROOT), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    rets = [a for a, m in go_build.objdump(go_clients["plain"], "crypto/tls.(*Conn).Read") if m == "RET"]
+    assert "Go crypto/tls (%s)" % go_build.go_version() in out, out
+    assert "crypto/tls.(*Conn).Write" in out and "crypto/tls.(*Conn).Read" in out, out
+    assert "by pclntab" in out and "pclntab: section .gopclntab" in out, out
+    assert "%d RET instructions" % len(rets) in out and rets, out
+
+
+def test_stripped_go_client_is_recorded_with_no_configuration(sensor, go_clients, module_hosts, test_pki):
+    """The session's sensor has no binary_paths: discovery finds the Go executable when it runs.
+    A client done in milliseconds can finish before its first sighting is probed, so it runs once
+    to be found, and the run after that (the file stays probed) is the one checked."""
+    binary = go_clients["stripped"]
+    run_go_client(binary, module_hosts, test_pki.ca_file, "openai-chat-002")[1].check()
+    deadline = time.monotonic() + 60
+    while not any("probing %s" % binary in line for line in sensor.log):
+        assert time.monotonic() < deadline, "discovery never probed %s:\n%s" % (binary, "".join(sensor.log[-20:]))
+        time.sleep(0.1)
+    fx, result = run_go_client(binary, module_hosts, test_pki.ca_file, "openai-chat-002")
+    result.check()
+    events = sensor.wait_for_types(result.pid, ai_request=1, ai_response=1)
+    response = next(e for e in events if e["event_type"] == "ai.response")
+    assert response["data"]["model"]["id"] == fx.expect["model"]
+    assert response["data"]["choices"][0]["message"]["content"][:40] == fx.expect["text_prefix"]
