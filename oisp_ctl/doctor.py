@@ -3,8 +3,10 @@
 Each check looks at one prerequisite the daemon needs (kernel, BTF, tracefs, kernel headers, bcc,
 libssl), or that the operator needs (a reachable daemon, group membership), and says OK, WARN
 (works, with a limit worth knowing) or FAIL (the sensor cannot work), with the command that fixes
-it. Everything runs unprivileged and read-only. oisp_ctl must not import bcc (a root-only,
-distro-only dependency), so bcc is tried in a separate interpreter.
+it. With a daemon running, the last check lists the processes it saw talking TLS through a
+library it cannot read (status' unseen_tls). Everything runs unprivileged and read-only.
+oisp_ctl must not import bcc (a root-only, distro-only dependency), so bcc is tried in a
+separate interpreter.
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from oisp_ctl import protocol
 from oisp_ctl.client import ClientError, SocketClient
+from oisp_ctl.format import unseen_line
 from oisp_ctl.protocol import ProtocolError
 
 OK = "OK"
@@ -39,6 +43,7 @@ COMMAND_TIMEOUT = 30.0
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/usr/lib/systemd/system", "/lib/systemd/system")
 UNIT_NAME = "oisp-sensor.service"
+SHOWN_UNSEEN = 5  # processes named in the unseen check (oisp-ctl status lists them all)
 
 # (returncode, stdout) of a command, or None when it cannot be run at all
 Runner = Callable[[Sequence[str]], Optional[Tuple[int, str]]]
@@ -267,11 +272,48 @@ def check_groups(uid: Optional[int] = None, process_gids: Optional[Sequence[int]
                  "sudo usermod -aG %s %s, then log in again" % (USER_GROUP, user))
 
 
+def daemon_status(socket_path: str, timeout: float = 5.0) -> Optional[Dict[str, Any]]:
+    """The running daemon's status, or None when it cannot be had (no daemon, no permission:
+    the daemon and groups checks say why)."""
+    client = SocketClient(socket_path, timeout=timeout)
+    try:
+        client.connect()
+        status = client.call(protocol.OP_STATUS)
+    except (ClientError, ProtocolError):
+        return None
+    finally:
+        client.close()
+    return status if isinstance(status, dict) else None
+
+
+def check_unseen(status: Dict[str, Any]) -> Check:
+    """Processes the running daemon saw connect to a TLS port through a library it cannot see."""
+    unseen = status.get("unseen_tls")
+    if not isinstance(unseen, list):
+        return Check("unseen", WARN, "the daemon does not report unseen TLS processes",
+                     "install oisp-ctl from the same release as the daemon")
+    if not unseen:
+        return Check("unseen", OK, "every process seen talking TLS uses a library the sensor probes")
+    entries = [u for u in unseen if isinstance(u, dict)]
+    names = sorted({str(u.get("library") or "an unknown library") for u in entries})
+    named_first = sorted(entries, key=lambda u: u.get("library") is None)  # the most telling ones
+    more = " and %d more" % (len(entries) - SHOWN_UNSEEN) if len(entries) > SHOWN_UNSEEN else ""
+    return Check("unseen", WARN, "%d processes talk TLS the sensor cannot see: %s%s (through %s)"
+                 % (len(unseen), "; ".join(unseen_line(u) for u in named_first[:SHOWN_UNSEEN]), more,
+                    ", ".join(names)),
+                 "nothing captures these libraries yet; a copy of libssl or a binary with SSL_* "
+                 "symbols can be added with: oisp-ctl binary-paths add PATH")
+
+
 def run_checks(socket_path: str, run: Runner = run_command) -> List[Check]:
     """Every check against this machine, in the order a person would fix things."""
     release = platform.release()
-    return [check_kernel(release), check_btf(), check_tracefs(), check_headers(release),
-            check_bcc(run), check_libssl(run), check_daemon(socket_path), check_groups()]
+    checks = [check_kernel(release), check_btf(), check_tracefs(), check_headers(release),
+              check_bcc(run), check_libssl(run), check_daemon(socket_path), check_groups()]
+    status = daemon_status(socket_path) if checks[6].status == OK else None
+    if status is not None:
+        checks.append(check_unseen(status))
+    return checks
 
 
 def render(checks: List[Check]) -> str:

@@ -297,11 +297,25 @@ _STATUS_ORDER = ("version", "pid", "uptime_s", "kernel", "kernel_headers", "reda
                  "binary_paths", "config_files", "last_reload", "counters")
 
 
+def unseen_line(entry: Any) -> str:
+    """One process whose TLS the sensor cannot see: who, through what, since when."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    who = "pid %s %s" % (entry.get("pid", "?"), entry.get("comm") or "?")
+    if entry.get("exe"):
+        who += " (%s)" % entry["exe"]
+    since = _num(entry.get("first_seen"))
+    when = time.strftime("%H:%M:%S", time.localtime(since)) if since is not None else "?"
+    return "%s: %s; %s TLS connects since %s" % (
+        who, entry.get("library") or "no TLS library the sensor probes", entry.get("connects", "?"), when)
+
+
 def format_status(status: Dict[str, Any]) -> str:
-    """The daemon's status as labelled lines: known keys first, any others after, probes last."""
+    """The daemon's status as labelled lines: known keys first, any others after, probes and the
+    processes whose TLS is not seen last."""
     lines = []
     keys = [k for k in _STATUS_ORDER if k in status]
-    keys += sorted(set(status) - set(_STATUS_ORDER) - {"probes"})
+    keys += sorted(set(status) - set(_STATUS_ORDER) - {"probes", "unseen_tls"})
     for key in keys:
         value = _uptime(status[key]) if key == "uptime_s" else _value(status[key])
         label = "uptime" if key == "uptime_s" else key.replace("_", " ")
@@ -310,6 +324,11 @@ def format_status(status: Dict[str, Any]) -> str:
     if isinstance(probes, list):
         lines.append("%-15s %d" % ("probes:", len(probes)))
         lines += ["  " + _probe_line(p) for p in probes]
+    unseen = status.get("unseen_tls")
+    if isinstance(unseen, list):
+        lines.append("%-15s %d%s" % ("unseen TLS:", len(unseen), " (processes whose TLS traffic the sensor "
+                                                                   "cannot see)" if unseen else ""))
+        lines += ["  " + unseen_line(u) for u in unseen]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from .capture.loader import CaptureError
+from .capture.unseen import describe
 from .export.jsonl import JsonlSink
 from .notify import notify
 from .redact.engine import Redactor
@@ -73,7 +74,10 @@ def run(opts: RecordOptions) -> int:
     finally:
         notify("STOPPING=1")
         sink.close()
+        sensor.unseen.settle()
         counters = sensor.counters()
+        unseen = sensor.unseen.entries()
         sensor.close()
-    print(f"oisp-sensor: stopped; {counters['events']} events written to {sink.path}; {summary(counters)}", file=sys.stderr)
+    print(f"oisp-sensor: stopped; {counters['events']} events written to {sink.path}; {summary(counters)}"
+          + "".join(f"; unseen: {describe(entry)}" for entry in unseen), file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ from .capture.discovery import ATTACH_FAILED, ATTACHED_ALREADY, ATTACHED_NEW, Di
 from .capture.elf_image import Identity
 from .capture.loader import Attached, CaptureOptions, TlsCapture
 from .capture.reader import RingReader
+from .capture.unseen import UnseenTls
 from .commands import CommandQueue
 from .pipeline import Emit, Pipeline
 from .progress import Progress
@@ -57,6 +58,8 @@ class Sensor:
         self._counted_at = 0.0
         self._stop_at: Optional[float] = None  # when stop() was asked (monotonic)
         self._abandoned = False
+        # processes talking TLS through a library nothing here can read (status, record's end)
+        self.unseen = UnseenTls(self._is_covered, self._unsupported_library)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -131,14 +134,24 @@ class Sensor:
                         return
                 if record is not None and record is not _WAKE:
                     self.pipeline.handle(record)
+                    self.unseen.handle(record)
                 if self.commands.run_pending():
                     self._counted_at = 0.0  # a command's effect shows in the next status
                 self.pipeline.tick()
+                self.unseen.tick()
                 self._refresh_counters()
                 if on_tick is not None:
                     on_tick()
         finally:
             self.commands.close()
+
+    def _is_covered(self, pid: int) -> bool:
+        return self.discovery is not None and self.discovery.is_covered(pid)
+
+    def _unsupported_library(self, pid: int) -> Optional[str]:
+        """The library discovery recognised in the process but cannot probe, if any."""
+        scans = self.discovery.unsupported_for(pid) if self.discovery is not None else []
+        return scans[0].library if scans else None
 
     def _wake(self) -> None:
         if self.reader is not None:
@@ -181,6 +194,7 @@ class Sensor:
         else:
             pipeline = self._pipeline_counters
         out: Dict[str, Any] = dict(pipeline)
+        out["unseen_tls_processes"] = self.unseen.count()
         if self.capture.loaded:
             lost = self.capture.lost()
             out["lost_bytes"] = lost["lost_bytes"]
@@ -215,5 +229,6 @@ def summary(counters: Dict[str, Any]) -> str:
         f"{counters.get('ai_requests', 0)} AI requests, {counters.get('ai_responses', 0)} responses, "
         f"{counters.get('events', 0)} events; {lost}, {counters['ring_drops']} ring drops, "
         f"{counters.get('gaps', 0)} gaps, {counters.get('resyncs', 0)} decoder resyncs, "
-        f"{counters.get('decode_failures', 0)} decode failures, {counters.get('emit_errors', 0)} emit errors"
+        f"{counters.get('decode_failures', 0)} decode failures, {counters.get('emit_errors', 0)} emit errors, "
+        f"{counters.get('unseen_tls_processes', 0)} processes with TLS the sensor cannot see"
     )

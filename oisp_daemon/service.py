@@ -242,6 +242,7 @@ class Daemon:
             "config_files": self.config_files,
             "last_reload": self.last_reload or None,
             "counters": self.counters(),
+            "unseen_tls": self.sensor.unseen.entries(),  # processes whose TLS the sensor cannot see
             "dbus": self._dbus_state(),
         }
 

@@ -29,6 +29,7 @@ from . import records as rec
 
 DEFAULT_TLS_PORTS = (443,)
 MAX_ENTRIES = 256
+MAX_EXECS = 4096  # exe and comm of recent execs, for a process gone before its connect is read
 KEEP_EXITED_S = 600.0
 GRACE_S = 2.0  # from a first connect to the verdict: discovery's time to read the new process
 TICK_S = 0.5  # how often pending verdicts and listed live processes are looked at again
@@ -100,6 +101,7 @@ class UnseenTls:
         self._wall = wall
         self._monotonic = monotonic
         self._entries: "OrderedDict[int, UnseenProcess]" = OrderedDict()  # least recently active first
+        self._execs: "OrderedDict[int, Dict[str, Optional[str]]]" = OrderedDict()  # sensor thread only
         self._lock = threading.Lock()
         self._last_tick = monotonic()
 
@@ -108,8 +110,14 @@ class UnseenTls:
     def handle(self, record: rec.Record) -> None:
         if isinstance(record, rec.Connect):
             self.on_connect(record.pid, record.port)
+        elif isinstance(record, rec.Exec):
+            self._execs.pop(record.pid, None)
+            self._execs[record.pid] = {"exe": record.proc_exe or record.filename or None, "comm": record.comm or None}
+            while len(self._execs) > MAX_EXECS:
+                self._execs.popitem(last=False)
         elif isinstance(record, rec.Exit):
             self.on_exit(record.pid)
+            self._execs.pop(record.pid, None)
 
     def on_connect(self, pid: int, port: int) -> None:
         if port not in self.tls_ports:
@@ -124,6 +132,8 @@ class UnseenTls:
         if library is None and self.is_covered(pid):
             return
         info = _read_proc(self.proc, pid)
+        for key, value in self._execs.get(pid, {}).items():
+            info[key] = info[key] or value  # gone already: what its exec said
         entry = UnseenProcess(pid, info["exe"], info["comm"], library, self._wall(),
                               pending_until=None if library else self._monotonic() + self.grace_s)
         with self._lock:

@@ -248,3 +248,19 @@ def test_record_describes_an_unseen_process() -> None:
     assert describe(CODEX_ENTRY) == "/opt/codex/codex (pid 42, rustls, static: not supported, 3 TLS connects)"
     assert describe(dict(CODEX_ENTRY, exe=None, library=None)) == (
         "codex (pid 42, no TLS library the sensor probes, 3 TLS connects)")
+
+
+def test_a_process_gone_before_its_connect_is_read_keeps_its_exec_name(unseen: UnseenTls, clock: Clock) -> None:
+    unseen.handle(rec.Exec(GONE_PID, "/usr/bin/gone", "gone", 0, 1, b"gone\0", "/usr/bin/gone-real"))
+    unseen.handle(rec.Connect(GONE_PID, 3, "127.0.0.1", 443, 2))
+    judged(unseen, clock)
+    [entry] = unseen.entries()
+    assert (entry["exe"], entry["comm"]) == ("/usr/bin/gone-real", "gone")
+
+
+def test_doctor_names_the_known_libraries_first() -> None:
+    from oisp_ctl import doctor
+    unknown = [dict(CODEX_ENTRY, pid=100 + i, library=None) for i in range(doctor.SHOWN_UNSEEN)]
+    check = doctor.check_unseen({"unseen_tls": unknown + [CODEX_ENTRY]})
+    assert "pid 42 codex (/opt/codex/codex): rustls" in check.detail
+    assert " and 1 more (through " in check.detail
