@@ -19,7 +19,7 @@ from .capture.discovery import ATTACH_FAILED, ATTACHED_ALREADY, ATTACHED_NEW, Di
 from .capture.elf_image import Identity
 from .capture.loader import Attached, CaptureOptions, TlsCapture
 from .capture.reader import RingReader
-from .capture.unseen import UnseenTls
+from .capture.unseen import UnseenTls, maps_probed
 from .commands import CommandQueue
 from .pipeline import Emit, Pipeline
 from .progress import Progress
@@ -146,7 +146,11 @@ class Sensor:
             self.commands.close()
 
     def _is_covered(self, pid: int) -> bool:
-        return self.discovery is not None and self.discovery.is_covered(pid)
+        """The process maps a probed file: discovery's answer, or for a process it has not read
+        yet, its maps against the attachments."""
+        if self.discovery is not None and self.discovery.is_covered(pid):
+            return True
+        return maps_probed(pid, [a.target.identity for a in self.capture.attachments()])
 
     def _unsupported_library(self, pid: int) -> Optional[str]:
         """The library discovery recognised in the process but cannot probe, if any."""

@@ -9,10 +9,12 @@ of processes, the oldest exited ones go first) and a process that exited is drop
 while.
 
 Discovery reads a new process's maps on its own thread, so a connect can arrive before the
-process is known to map a probed library: a process is listed only if it is still not covered
+process is known to map a probed library: the sensor's is_covered also compares a live process's
+maps with the attachments (maps_probed), a process is listed only if it is still not covered
 GRACE_S after its first connect (discovery keeps an exited process's answer until its next full
-sweep, so a short-lived client is judged right too), and a listed process that turns out to be
-covered later (a library attached after it started) is dropped at the next tick.
+sweep, so a short-lived client is judged right too), a listed process that turns out to be
+covered later (a library attached after it started) is dropped at the next tick, and a library
+discovery names later is filled in.
 
 Fed from the sensor's thread (records, tick); `entries()`/`count()` may be read from others.
 """
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from . import records as rec
+from .discovery import MAX_MAPS_BYTES, parse_maps
+from .elf_image import Identity
 
 DEFAULT_TLS_PORTS = (443,)
 MAX_ENTRIES = 256
@@ -60,6 +64,21 @@ def describe(entry: Dict[str, Any]) -> str:
     return "%s (pid %s, %s, %s TLS connects)" % (
         entry.get("exe") or entry.get("comm") or "?", entry.get("pid"),
         entry.get("library") or "no TLS library the sensor probes", entry.get("connects"))
+
+
+def maps_probed(pid: int, probed: Iterable[Identity], proc: str = "/proc") -> bool:
+    """True when the live process maps one of the probed files (by device and inode) executable:
+    the answer for a process whose maps discovery has not read yet (its thread may be busy
+    scanning a big binary)."""
+    keys = {("%02x:%02x" % (os.major(dev), os.minor(dev)), ino) for dev, ino in probed}
+    if not keys:
+        return False
+    try:
+        with open(os.path.join(proc, str(pid), "maps"), encoding="utf-8", errors="replace") as fh:
+            text = fh.read(MAX_MAPS_BYTES)
+    except OSError:
+        return False
+    return any(m.executable and m.key in keys for m in parse_maps(text))
 
 
 def _read_proc(proc: str, pid: int) -> Dict[str, Optional[str]]:
@@ -173,8 +192,12 @@ class UnseenTls:
                     gone.append(e.pid)
                 else:
                     judged.append((e, library))
-            elif e.pending_until is None and e.exited_at is None and e.library is None and self.is_covered(e.pid):
-                gone.append(e.pid)
+            elif e.pending_until is None and e.library is None:
+                library = self.unsupported_library(e.pid)  # discovery may have read it since
+                if library is not None:
+                    judged.append((e, library))
+                elif e.exited_at is None and self.is_covered(e.pid):
+                    gone.append(e.pid)
         with self._lock:
             for e, library in judged:
                 e.library, e.pending_until = library, None

@@ -111,11 +111,12 @@ def blind_codex() -> Path:
     return path
 
 
-def unseen_entries(daemon: DaemonProcess, pid: int, timeout: float = 30) -> List[Dict[str, Any]]:
-    """The status entries of `pid` once there are some (the verdict waits for discovery)."""
+def unseen_entries(daemon: DaemonProcess, pid: int, named: bool = False, timeout: float = 60) -> List[Dict[str, Any]]:
+    """The status entries of `pid` once there are some (with a library, if `named`): the verdict
+    waits for discovery, whose scan of a big binary takes a while on a busy machine."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [e for e in daemon.ctl_json("status")["unseen_tls"] if e["pid"] == pid]
+        found = [e for e in daemon.ctl_json("status")["unseen_tls"] if e["pid"] == pid and (e["library"] or not named)]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
@@ -132,7 +133,7 @@ def no_tls_client(server) -> "subprocess.Popen[bytes]":
 def test_codex_that_cannot_be_probed_is_listed_as_unseen(unseen_daemon, blind_codex, server, hosts, pki) -> None:
     home = shared_tmpdir("oisp-codex-home-")
     done = run_codex(hosts, blind_codex, home, pki.ca_file)
-    [entry] = unseen_entries(unseen_daemon, done.pid)
+    [entry] = unseen_entries(unseen_daemon, done.pid, named=True)
     assert entry["library"] == RUSTLS_UNSUPPORTED
     assert entry["exe"] == str(blind_codex) and entry["comm"] == "codex"
     assert entry["connects"] >= 2  # the WebSocket tries and the HTTPS fallback

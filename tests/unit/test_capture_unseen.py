@@ -264,3 +264,23 @@ def test_doctor_names_the_known_libraries_first() -> None:
     check = doctor.check_unseen({"unseen_tls": unknown + [CODEX_ENTRY]})
     assert "pid 42 codex (/opt/codex/codex): rustls" in check.detail
     assert " and 1 more (through " in check.detail
+
+
+def test_a_library_named_after_the_verdict_is_filled_in(unseen: UnseenTls, machine: Machine, clock: Clock) -> None:
+    unseen.on_connect(GONE_PID, 443)
+    assert judged(unseen, clock) == [GONE_PID]
+    machine.unsupported[GONE_PID] = RUSTLS  # discovery finished scanning the binary late
+    clock.now += TICK_S
+    unseen.tick()
+    assert unseen.entries()[0]["library"] == RUSTLS
+
+
+def test_maps_probed_compares_devices_and_inodes_of_executable_mappings() -> None:
+    from oisp_daemon.capture.unseen import maps_probed
+    st = os.stat(os.path.realpath(sys.executable))  # mapped executable by this very process
+    assert maps_probed(os.getpid(), [(st.st_dev, st.st_ino)])
+    assert not maps_probed(os.getpid(), [(st.st_dev, st.st_ino + 1_000_000_007)])
+    assert not maps_probed(os.getpid(), [])
+    assert not maps_probed(GONE_PID, [(st.st_dev, st.st_ino)])
+    data = os.stat("/proc/self/maps")  # not an executable mapping of ours
+    assert not maps_probed(os.getpid(), [(data.st_dev, data.st_ino)])
