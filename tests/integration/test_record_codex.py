@@ -98,17 +98,19 @@ def unseen_daemon() -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture(scope="module")
-def blind_codex() -> Path:
+def blind_codex(tmp_path_factory) -> Iterator[Path]:
     """A copy of Codex in which aws-lc's aead.c is named otherwise: its rustls is recognised, its
-    AEAD functions are not found, so it cannot be probed."""
-    path = shared_tmpdir("oisp-blind-codex-") / "codex"
+    AEAD functions are not found, so it cannot be probed. Removed afterwards (315 MB)."""
+    path = tmp_path_factory.mktemp("blind-codex") / "codex"
     data = bytearray(CODEX.read_bytes())
     at = data.find(AEAD_C)
     assert at > 0 and data.find(AEAD_C, at + 1) == -1
     data[at + len(AEAD_C) - 2] = ord("x")  # "...aead.x"
     path.write_bytes(bytes(data))
+    del data
     path.chmod(0o755)
-    return path
+    yield path
+    path.unlink()
 
 
 def unseen_entries(daemon: DaemonProcess, pid: int, named: bool = False, timeout: float = 60) -> List[Dict[str, Any]]:
@@ -130,9 +132,9 @@ def no_tls_client(server) -> "subprocess.Popen[bytes]":
     return subprocess.Popen([sys.executable, "-S", "-c", NO_TLS_CLIENT, server.host])
 
 
-def test_codex_that_cannot_be_probed_is_listed_as_unseen(unseen_daemon, blind_codex, server, hosts, pki) -> None:
-    home = shared_tmpdir("oisp-codex-home-")
-    done = run_codex(hosts, blind_codex, home, pki.ca_file)
+def test_codex_that_cannot_be_probed_is_listed_as_unseen(unseen_daemon, blind_codex, server, hosts, pki,
+                                                          tmp_path: Path) -> None:
+    done = run_codex(hosts, blind_codex, tmp_path, pki.ca_file)
     [entry] = unseen_entries(unseen_daemon, done.pid, named=True)
     assert entry["library"] == RUSTLS_UNSUPPORTED
     assert entry["exe"] == str(blind_codex) and entry["comm"] == "codex"
