@@ -33,6 +33,8 @@ if ((tests)); then
   # Real TLS clients of other libraries: Go's crypto/tls, GnuTLS (gnutls-cli, curl on
   # libcurl3-gnutls), NSS (libcurl3-nss); an HTTP/2 replay (python3-h2).
   packages+=(golang-go gnutls-bin libcurl3-gnutls libcurl3-nss libnss3-tools python3-h2)
+  # groff-base: tests/unit/test_packaging.py renders the man pages.
+  packages+=(groff-base)
   # Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.
   command -v node >/dev/null 2>&1 || packages+=(nodejs)
   command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -15,6 +15,7 @@ from oisp_daemon.capture.families import FAMILIES, bpf_files, family
 from oisp_daemon.capture.families.boringssl import BoringSslFamily, load_signatures
 from oisp_daemon.capture.probe_table import Scan
 from tests.support.bun import bun, claude
+from tests.support.node import static_node
 
 SIGNATURES = load_signatures()
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
@@ -105,15 +106,17 @@ def test_located_functions_take_ssl_buf_num(scans):
 
 
 def test_openssl_is_not_boringssl():
-    assert scan("/usr/bin/node") is None
+    assert scan(static_node()) is None
     assert scan(LIBSSL) is None
 
 
 def test_signatures_find_nothing_in_openssl_even_pointed_at_its_ssl_lib():
-    """The same rules with OpenSSL's file name (ssl/ssl_lib.c) locate nothing in node or libssl."""
+    """The same rules with OpenSSL's file name (ssl/ssl_lib.c) locate nothing in a Node with
+    OpenSSL linked in (the upstream build: /usr/bin/node is Debian's, on the system libssl, on a
+    fresh machine) or in libssl."""
     for sig in SIGNATURES:
         fam = BoringSslFamily((dataclasses.replace(sig, source_file="ssl/ssl_lib.c"),))
-        for path in ("/usr/bin/node", LIBSSL):
+        for path in (static_node(), LIBSSL):
             result = scan(path, fam)
             assert result is not None and result.locations == [], path
             assert sorted(m.split(":")[0] for m in result.missing) == sorted(PROBED)
