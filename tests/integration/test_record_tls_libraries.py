@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
@@ -188,3 +189,57 @@ def test_a_chroot_whose_libssl_exists_only_under_proc_pid_root_is_captured(senso
     # one pid all along for the second curl: unshare, sh, chroot, env and curl each exec the next
     check_exchange(sensor, proc.pid)
     assert "/opt/tls/libssl.so.3 (as /proc/" in sensor_probes(sensor)
+
+
+# -- oisp-sensor tls-scan on the same binaries ---------------------------------------------------
+
+
+def tls_scan(*targets: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "oisp_daemon.cli", "tls-scan", *targets], cwd=str(REPO_ROOT),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("which", ["upstream", "system"])
+def test_tls_scan_of_node_names_its_openssl(which):
+    node = static_node() if which == "upstream" else shutil.which("node")
+    done = tls_scan(node)
+    if which == "system" and "no TLS library found" in tls_scan("--all", node).stdout:
+        # Debian's nodejs links the system libssl: its TLS is in the library, not the executable
+        assert done.returncode == 1
+        assert "libssl.so.3" in subprocess.run(["ldd", node], capture_output=True, text=True).stdout
+        return
+    assert done.returncode == 0, done.stderr
+    assert "OpenSSL (linked into the executable) [openssl]: probed" in done.stdout
+    for point in ("SSL_write", "SSL_read_ex", "SSL_set_fd", "SSL_free"):
+        assert point in done.stdout
+    assert "by symbol" in done.stdout
+
+
+def test_tls_scan_of_gnutls_and_a_libssl_copy(tmp_path):
+    copy = tmp_path / "libssl.so.3"
+    shutil.copyfile(SYSTEM_LIBSSL, copy)
+    done = tls_scan("/usr/lib/x86_64-linux-gnu/libgnutls.so.30", str(copy))
+    assert done.returncode == 0, done.stderr
+    assert "GnuTLS (libgnutls.so.30, shared library) [gnutls]: probed" in done.stdout
+    assert "gnutls_record_send" in done.stdout and "gnutls_record_recv" in done.stdout
+    assert f"{copy}\n  OpenSSL (libssl.so.3, shared library) [openssl]: probed" in done.stdout
+
+
+def test_tls_scan_of_a_pyenv_python_process_shows_the_libssl_it_maps():
+    python = pyenv_python()
+    proc = subprocess.Popen([python, "-c", "import ssl, time; print('up', flush=True); time.sleep(30)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        done = tls_scan(str(proc.pid))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert done.returncode == 0, done.stderr
+    assert f"{SYSTEM_LIBSSL}\n  OpenSSL (libssl.so.3, shared library) [openssl]: probed" in done.stdout
+    assert "other mapped files with no TLS library" in done.stdout  # its executable, libc, _ssl's module...
+
+
+def test_tls_scan_of_a_binary_without_tls_exits_1():
+    done = tls_scan("/bin/true")
+    assert done.returncode == 1 and "no TLS library" in done.stdout
