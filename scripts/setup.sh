@@ -32,7 +32,7 @@ if ((tests)); then
   packages+=(curl openssl dbus polkitd zsh gcc libc6-dev passwd)
   # Real TLS clients of other libraries: Go's crypto/tls, GnuTLS (gnutls-cli, curl on
   # libcurl3-gnutls), NSS (libcurl3-nss); an HTTP/2 replay (python3-h2).
-  packages+=(golang-go gnutls-bin libcurl3-gnutls libcurl3-nss libnss3-tools python3-h2)
+  packages+=(golang-go gnutls-bin libcurl3-gnutls libcurl3-nss nss-plugin-pem libnss3-tools python3-h2)
   # groff-base: tests/unit/test_packaging.py renders the man pages.
   packages+=(groff-base)
   # Node: Debian's nodejs (18.x, dynamic libssl) and npm unless they are installed another way.

@@ -148,6 +148,19 @@ def test_libcurl_gnutls_is_captured(sensor, module_hosts, test_pki, body_file):
     check_exchange(sensor, result.pid)
 
 
+def test_libcurl_nss_is_captured(sensor, module_hosts, test_pki, body_file):
+    """NSS through NSPR's PR_Write/PR_Read: libcurl3-nss (the test CA through NSS's PEM module)."""
+    libcurl = "/usr/lib/x86_64-linux-gnu/libcurl-nss.so.4"
+    if not Path(libcurl).exists():
+        pytest.skip("libcurl3-nss is not installed")
+    argv = ["/usr/bin/python3", str(CLIENTS / "libcurl_post.py"), libcurl, FIXTURE.url, str(body_file),
+            str(test_pki.ca_file), f"X-Fixture: {FIXTURE.name}", "Authorization: Bearer sk-replay-test-0123456789abcdef"]
+    result = clients.run_client(module_hosts, argv)
+    summary = result.check()
+    assert summary["status"] == 200 and "NSS/" in summary["tls"]
+    check_exchange(sensor, result.pid)
+
+
 def copy_with_libraries(binary: str, root: Path) -> None:
     """`binary` and every library ldd names, at their own paths under `root`."""
     out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
