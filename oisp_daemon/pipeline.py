@@ -10,9 +10,10 @@ state, and a single owner makes that state safe without locks.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .capture import records as rec
 from .capture.reader import StreamAssembler, StreamData, StreamGap
@@ -24,6 +25,7 @@ from .events.context import HostContext, ProcessCache
 from .events.correlation import Correlator, stamp
 from .events.envelope import Clock
 from .events.plaintext import mark_plaintext
+from .events.serving import ServingLinks
 from .events.streaming import ChunkTimings, build_streaming_chunk
 from .events.tool_result import build_tool_result_events
 from .providers import parse_request, parse_response
@@ -46,6 +48,8 @@ class _Conn:
     provider: Optional[str] = None
     host: Optional[str] = None
     decided: bool = False  # provider (or "not AI") decided from the first request
+    # None until its first bytes: True when this process serves the connection (capture.tls_servers)
+    serving: Optional[bool] = None
 
 
 @dataclass
@@ -100,6 +104,7 @@ class Pipeline:
         host: Optional[HostContext] = None,
         processes: Optional[ProcessCache] = None,
         streaming_chunks: bool = True,
+        tls_servers: Sequence[str] = (),
     ) -> None:
         """`streaming_chunks` (capture.streaming_chunks): emit an `ai.streaming_chunk` per
         streamed delta; streams are decoded live either way (time to first token, chunk timing)."""
@@ -117,6 +122,8 @@ class Pipeline:
         self.conns: Dict[ConnKey, _Conn] = {}
         self.fd_addr: Dict[Tuple[int, int], Tuple[str, int]] = {}  # (pid, fd) -> remote address
         self.correlation = Correlator()
+        self.tls_servers = frozenset(tls_servers)
+        self.serving = ServingLinks()
         self.stats = PipelineStats()
         self._last_expiry_ns = time.monotonic_ns()
 
@@ -165,7 +172,21 @@ class Pipeline:
             self.processes.note_comm(item.key[0], item.comm)
             self.processes.lookup(item.key[0])
             self.processes.note_uid(item.key[0], item.uid)  # the kernel's word, if /proc was gone
-        self._steps(self.tracker.on_data(item.key, item.direction, item.data, item.ts_ns))
+        if conn.serving is None:
+            conn.serving = self._serves(item)
+        # The serving end reads the request: the decoders see every connection as its client does.
+        direction = _OTHER_WAY[item.direction] if conn.serving else item.direction
+        self._steps(self.tracker.on_data(item.key, direction, item.data, item.ts_ns))
+
+    def _serves(self, item: StreamData) -> bool:
+        """A TLS connection of a configured server process whose first bytes are a request it
+        reads (an HTTP/1 request line or the HTTP/2 preface)."""
+        if not self.tls_servers or item.direction != "read" or rec.is_plain(item.key[1]):
+            return False
+        if not _REQUEST_START.match(item.data):
+            return False
+        process, _actor = self.processes.lookup(item.key[0])
+        return item.comm in self.tls_servers or bool(process) and process.get("exe") in self.tls_servers
 
     def _on_exit(self, record: rec.Exit) -> None:
         self._steps(self.tracker.on_process_exit(record.pid, record.ts_ns))
@@ -176,6 +197,7 @@ class Pipeline:
             del self.conns[key]
         for key in [k for k in self.fd_addr if k[0] == record.pid]:
             del self.fd_addr[key]
+        self.serving.forget(record.pid)
         self.processes.forget(record.pid)
 
     def tick(self, now_mono_ns: Optional[int] = None) -> None:
@@ -256,6 +278,10 @@ class Pipeline:
             info.endpoint = "http://" + info.endpoint[len("https://"):]
         process, actor = self.processes.lookup(key[0])
         event = build_ai_request(info, req, clock=self.clock, host=self.host, process=process, actor=actor)
+        if conn.serving:
+            self.serving.inbound(key[0], event)
+        else:
+            self.serving.outbound(key[0], event)
         trace_id, results = self.correlation.on_request(key[0], info, event)
         # the response and chunks need only its ids and confidence: the whole event would pin its body
         ids = {"event_id": event["event_id"], "data": {"request_id": event["data"]["request_id"]},
@@ -338,6 +364,9 @@ class Pipeline:
                 pending.info, resp_info, exchange.request, exchange.response, **context)
             if pending.stream is not None and pending.stream.decoder is not None:
                 response_event.setdefault("attrs", {}).update(pending.stream.timings.attrs())
+        conn = self.conns.get(exchange.key)
+        if conn is not None and conn.serving:
+            self.serving.answered(exchange.key[0], pending.request_event["event_id"], response_event)
         self.stats.ai_responses += 1
         if response_event["confidence"]["completeness"] == "partial":
             self.stats.partial_responses += 1
@@ -357,6 +386,10 @@ class Pipeline:
             self.stats.emit_errors += 1
             log.exception("delivering an event failed; capture goes on")
 
+
+_OTHER_WAY = {"read": "write", "write": "read"}
+# The start of a request as a server reads it: an HTTP/1 request line, or the HTTP/2 preface.
+_REQUEST_START = re.compile(rb"(?:[A-Z]{3,10} [^ \r\n]+ HTTP/1\.[01]\r?\n|PRI \* HTTP/2\.0\r\n)")
 
 # What ends an exchange when the client goes away: its connection closes, its process exits.
 _CLIENT_GONE = (CONNECTION_CLOSED, PROCESS_EXIT)

@@ -118,6 +118,7 @@ class Sensor:
             ignore_connection=self.capture.ignore,
             forget_connection=self.capture.forget_connection,
             streaming_chunks=cap["streaming_chunks"],
+            tls_servers=cap["tls_servers"],
         )
         self._owner = threading.get_ident()
         self._pipeline_counters = self.pipeline.counters()

@@ -19,6 +19,9 @@ _DEFAULTS: Dict[str, Any] = {
         "plain_http": [],
         "plain_http_defaults": True,
         "plain_http_server": False,
+        # Processes serving an AI API over TLS (a LiteLLM proxy, a gateway) whose inbound
+        # exchanges are decoded too, by command name or executable path (pipeline.py).
+        "tls_servers": [],
     },
     "binary_paths": [],
     "providers": {"hosts": {}},

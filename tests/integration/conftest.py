@@ -140,7 +140,8 @@ OLLAMA_TLS_HOST = "ollama.replay.test"
 PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT = "127.77.0.0/16", 18000
 SESSION_SENSOR_CONFIG = (f"providers:\n  hosts:\n    {OLLAMA_TLS_HOST}: ollama\n"
                          f"capture:\n  plain_http: ['{PLAIN_HTTP_PREFIX}:{PLAIN_HTTP_PORT}']\n"
-                         "  plain_http_server: true\n")
+                         "  plain_http_server: true\n"
+                         "  tls_servers: [oisp-gateway]\n")  # tests/clients/tls_gateway.py
 
 
 @pytest.fixture(scope="session")
