@@ -64,11 +64,12 @@ class Sensor:
     # -- set-up -------------------------------------------------------------------------------
 
     def start(self, binary_paths: Iterable[str]) -> List[Attached]:
-        """Compile and load the BPF programs and probe the system libssl and `binary_paths`.
-        Raises CaptureError (its message says what to do) when nothing can be probed."""
+        """Compile and load the BPF programs, probe the system's TLS libraries and `binary_paths`,
+        and start discovery. Raises CaptureError (its message says what to do) when nothing can
+        be probed."""
         with Progress("compiling and loading BPF programs"):
             self.capture.load()
-        attached = self.capture.attach(libraries.discover(binary_paths))
+        self.capture.attach(libraries.discover(binary_paths))
         self.discovery = Discovery(self._attach_discovered, self._detach_discovered)
         self.reader = RingReader(self.capture.poll, self.capture.open_ring, on_image=self.discovery.notify)
         with Progress("looking for TLS libraries in running processes"):

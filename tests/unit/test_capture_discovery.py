@@ -11,7 +11,6 @@ from typing import List
 
 import pytest
 
-from oisp_daemon.capture import discovery as disc
 from oisp_daemon.capture.discovery import ATTACHED_ALREADY, ATTACHED_NEW, Discovery, parse_maps
 from oisp_daemon.capture.tls_scan import format_reports, reports_for
 
