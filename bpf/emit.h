@@ -298,6 +298,26 @@ static __always_inline void begin_read(u64 ssl, u64 buf, u64 readbytes_ptr, u32 
     calls.update(&tid, &c);
 }
 
+// A read returned n bytes into buf (each family finds n its own way): give the call the
+// connection's next sequence number and emit it through this tid's call state. Nothing read, or a
+// connection filtered out: the call is dropped.
+static __always_inline int finish_read(struct pt_regs *ctx, u64 ssl, u64 buf, s64 n, u32 pid, u32 tid) {
+    s64 seq = n > 0 ? next_seq(pid, ssl) : -1;
+    if (seq < 0) {
+        calls.delete(&tid);
+        return 0;
+    }
+    struct call_state c = {};
+    c.kind = REC_READ;
+    c.ssl = ssl;
+    c.buf = buf;
+    c.total = n;
+    c.seq = seq;
+    c.ts_ns = bpf_ktime_get_ns();
+    calls.update(&tid, &c);
+    return emit_call(ctx, pid, tid);
+}
+
 // Continuation of a large call (tail-called from emit_call).
 int continue_emit(struct pt_regs *ctx) {
     u64 id = current_id();

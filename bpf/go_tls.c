@@ -83,21 +83,8 @@ int probe_go_read_return(struct pt_regs *ctx) {
         return 0;
     u64 conn = args->conn, buf = args->buf;
     go_reads.delete(&key);
-    s64 n = (s64)GO_RET1(ctx);
-    if (n <= 0)
-        return 0;  // EOF, error, or a read that only processed handshake messages
-    s64 seq = next_seq(pid, conn);
-    if (seq < 0)
-        return 0;
-    struct call_state c = {};
-    c.kind = REC_READ;
-    c.ssl = conn;
-    c.buf = buf;
-    c.total = n;
-    c.seq = seq;
-    c.ts_ns = bpf_ktime_get_ns();
-    calls.update(&tid, &c);
-    return emit_call(ctx, pid, tid);
+    // n <= 0: EOF, error, or a read that only processed handshake messages
+    return finish_read(ctx, conn, buf, (s64)GO_RET1(ctx), pid, tid);
 }
 
 // func (c *Conn) Close() error: the connection is over; Go may reuse the *Conn's memory.

@@ -67,15 +67,7 @@ int probe_ssl_read_return(struct pt_regs *ctx) {
     } else {
         n = (s32)PT_REGS_RC(ctx);
     }
-    s64 seq = n > 0 ? next_seq(pid, c->ssl) : -1;
-    if (seq < 0) {
-        calls.delete(&tid);  // nothing read (WANT_READ, close, error)
-        return 0;
-    }
-    c->seq = seq;
-    c->total = n;
-    c->ts_ns = bpf_ktime_get_ns();
-    return emit_call(ctx, pid, tid);
+    return finish_read(ctx, c->ssl, c->buf, n, pid, tid);  // n <= 0: WANT_READ, close, error
 }
 
 // SSL_set_fd(SSL *ssl, int fd): lets user space map the connection to its socket address.

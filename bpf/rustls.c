@@ -196,13 +196,5 @@ int rustls_aead_open_return(struct pt_regs *ctx) {
         calls.delete(&tid);
         return 0;
     }
-    s64 seq = next_seq(pid, c->ssl);
-    if (seq < 0) {
-        calls.delete(&tid);
-        return 0;
-    }
-    c->seq = seq;
-    c->total = inner;
-    c->ts_ns = bpf_ktime_get_ns();
-    return emit_call(ctx, pid, tid);
+    return finish_read(ctx, c->ssl, c->buf, (s64)inner, pid, tid);
 }
