@@ -16,6 +16,7 @@ from typing import List
 
 import pytest
 
+from tests.integration.conftest import cannot_run
 from tests.support import clients
 from tests.support.llm_fixtures import load_fixtures
 from tests.support.node import static_node
@@ -65,7 +66,7 @@ def node_argv(node: str, body_file: Path) -> List[str]:
 def pyenv_python() -> str:
     versions = sorted(PYENV.glob("3.1[0-9]*/bin/python3")) if PYENV.is_dir() else []
     if not versions:
-        pytest.skip("no pyenv Python in /root/.pyenv/versions")
+        cannot_run("no pyenv Python in /root/.pyenv/versions")
     return str(versions[-1])
 
 
@@ -102,7 +103,7 @@ def sensor_probes(sensor) -> str:
 def test_node_fetch_with_no_configuration_is_captured(sensor, module_hosts, test_pki, body_file, which):
     node = static_node() if which == "upstream" else shutil.which("node")
     if node is None:
-        pytest.skip("no node on PATH")
+        cannot_run("no node on PATH (scripts/setup.sh installs Debian's nodejs)")
     result = clients.run_client(module_hosts, node_argv(node, body_file),
                                 env=dict(os.environ, NODE_EXTRA_CA_CERTS=str(test_pki.ca_file)))
     assert result.check()["status"] == 200
@@ -136,28 +137,19 @@ def test_gnutls_cli_with_a_request_on_stdin_is_captured(sensor, module_hosts, te
     check_exchange(sensor, proc.pid)
 
 
-def test_libcurl_gnutls_is_captured(sensor, module_hosts, test_pki, body_file):
-    libcurl = "/usr/lib/x86_64-linux-gnu/libcurl-gnutls.so.4"
-    if not Path(libcurl).exists():
-        pytest.skip("libcurl3-gnutls is not installed")
-    argv = ["/usr/bin/python3", str(CLIENTS / "libcurl_post.py"), libcurl, FIXTURE.url, str(body_file),
+@pytest.mark.parametrize("library, marker", [
+    ("libcurl-gnutls.so.4", "GnuTLS"),  # GnuTLS: libcurl3-gnutls (Debian ships no curl binary on it)
+    ("libcurl-nss.so.4", "NSS/"),  # NSS through NSPR's PR_Write/PR_Read, the CA through NSS's PEM module
+])
+def test_libcurl_on_another_tls_library_is_captured(sensor, module_hosts, test_pki, body_file, library, marker):
+    libcurl = Path("/usr/lib/x86_64-linux-gnu") / library
+    if not libcurl.exists():
+        cannot_run(f"{libcurl} is not installed (scripts/setup.sh installs it)")
+    argv = ["/usr/bin/python3", str(CLIENTS / "libcurl_post.py"), str(libcurl), FIXTURE.url, str(body_file),
             str(test_pki.ca_file), f"X-Fixture: {FIXTURE.name}", "Authorization: Bearer sk-replay-test-0123456789abcdef"]
     result = clients.run_client(module_hosts, argv)
     summary = result.check()
-    assert summary["status"] == 200 and "GnuTLS" in summary["tls"]
-    check_exchange(sensor, result.pid)
-
-
-def test_libcurl_nss_is_captured(sensor, module_hosts, test_pki, body_file):
-    """NSS through NSPR's PR_Write/PR_Read: libcurl3-nss (the test CA through NSS's PEM module)."""
-    libcurl = "/usr/lib/x86_64-linux-gnu/libcurl-nss.so.4"
-    if not Path(libcurl).exists():
-        pytest.skip("libcurl3-nss is not installed")
-    argv = ["/usr/bin/python3", str(CLIENTS / "libcurl_post.py"), libcurl, FIXTURE.url, str(body_file),
-            str(test_pki.ca_file), f"X-Fixture: {FIXTURE.name}", "Authorization: Bearer sk-replay-test-0123456789abcdef"]
-    result = clients.run_client(module_hosts, argv)
-    summary = result.check()
-    assert summary["status"] == 200 and "NSS/" in summary["tls"]
+    assert summary["status"] == 200 and marker in summary["tls"]
     check_exchange(sensor, result.pid)
 
 
