@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
-from oisp_ctl import completion, doctor, protocol
+from oisp_ctl import completion, daemon_socket, doctor, protocol
 from oisp_ctl.client import DBUS_ADDRESS_ENV, BusClient, ClientError, SocketClient
 from oisp_ctl.format import (format_dropped, format_event, format_session, format_sessions,
                              format_status, use_color)
@@ -142,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start with recent events from then: seconds ago (300, 5m, 2h) or an "
                       "ISO 8601 time; without -f the default is every event the daemon keeps")
 
-    command(commands, "reload", _reload, "re-read the daemon's configuration")
+    reload = command(commands, "reload", _reload, "re-read the daemon's configuration")
+    reload.add_argument("--pid", type=int, metavar="PID",
+                        help="reload the daemon with this pid, over the control socket it listens "
+                        "on (the unit's ExecReload: it waits for the result, which a SIGHUP "
+                        "cannot; needs root)")
     command(commands, "doctor", _doctor,
             "check that this machine can run the sensor and say what to fix")
     shells = command(commands, "completion", _completion, "print a shell completion script")
@@ -192,6 +196,20 @@ def _control(args: argparse.Namespace, op: str, op_args: Optional[Dict[str, Any]
         return BusClient(os.environ.get(DBUS_ADDRESS_ENV)).call(op, op_args)
     with SocketClient(socket_path(args.socket)) as client:
         return client.call(op, op_args)
+
+
+def _socket_of(pid: int) -> str:
+    """The one control socket pid listens on; ClientError when it has none or cannot be read."""
+    try:
+        paths = daemon_socket.listening_paths(pid)
+    except OSError as exc:
+        raise ClientError("cannot read the sockets of pid %d: %s (it must be running, and "
+                          "reading another user's process needs root)" % (pid, exc.strerror or exc)) from None
+    if len(paths) != 1:
+        raise ClientError("pid %d listens on %s, not on one control socket: is it the oisp-sensor "
+                          "daemon? (systemctl show -p MainPID oisp-sensor)"
+                          % (pid, ", ".join(paths) or "no Unix socket"))
+    return paths[0]
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -279,6 +297,10 @@ def _redaction_set(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _reload(args: argparse.Namespace, out: TextIO) -> int:
+    if args.pid is not None:
+        if args.bus:
+            raise ClientError("--pid finds the daemon's socket; it cannot be used with --bus")
+        args.socket = _socket_of(args.pid)
     result = _control(args, protocol.OP_RELOAD)
     if args.json or not isinstance(result, dict):
         _print_json(result, out)

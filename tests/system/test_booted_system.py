@@ -187,13 +187,45 @@ def test_start_reaches_active_after_ready(box: Container) -> None:
     assert str(state["MainPID"]) in status
 
 
-def test_reload_rereads_the_configuration(box: Container) -> None:
+def _last_reload(box: Container) -> Dict[str, Any]:
+    return json.loads(box.run(["oisp-ctl", "status", "--json"]).stdout)["last_reload"] or {}
+
+
+def _journal_says(box: Container, line: str, timeout: float = 15) -> bool:
+    """journald takes the daemon's stderr asynchronously: the line may come a moment later."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if line in box.run(["journalctl", "-u", "oisp-sensor", "-o", "cat", "--no-pager"]).stdout:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_reload_rereads_the_configuration_before_it_returns(box: Container) -> None:
     before = _show(box, "MainPID")["MainPID"]
+    asked = time.time()
     box.run(["systemctl", "reload", "oisp-sensor"])
-    after = _show(box, "MainPID", "ActiveState")
-    assert after == {"MainPID": before, "ActiveState": "active"}
-    journal = box.run(["journalctl", "-u", "oisp-sensor", "-o", "cat", "--no-pager"]).stdout
-    assert "configuration reloaded from /etc/oisp-sensor/config.yaml" in journal
+    done = _last_reload(box)  # read at once: ExecReload waited for the daemon's answer
+    assert done["ok"] is True and done["at"] >= asked, done
+    assert _show(box, "MainPID", "ActiveState") == {"MainPID": before, "ActiveState": "active"}
+    assert _journal_says(box, "configuration reloaded from /etc/oisp-sensor/config.yaml")
+
+
+def test_a_reload_of_an_invalid_file_fails_and_keeps_the_daemon(box: Container) -> None:
+    before = _show(box, "MainPID")["MainPID"]
+    drop_in = "/etc/oisp-sensor/config.d/zz-system-test.yaml"
+    box.run(["mkdir", "-p", "/etc/oisp-sensor/config.d"])
+    box.run(["tee", drop_in], input="redaction:\n  mode: loud\n")
+    try:
+        failed = box.run(["systemctl", "reload", "oisp-sensor"], check=False)
+        assert failed.returncode != 0, failed.stdout + failed.stderr
+        assert _last_reload(box)["ok"] is False
+        assert _show(box, "MainPID", "ActiveState") == {"MainPID": before, "ActiveState": "active"}
+        assert _journal_says(box, "reload failed, keeping the running configuration")
+    finally:
+        box.run(["rm", "-f", drop_in])
+    box.run(["systemctl", "reload", "oisp-sensor"])
+    assert _last_reload(box)["ok"] is True
 
 
 def test_group_member_tails_every_users_events_over_the_socket(box: Container) -> None:

@@ -128,6 +128,29 @@ def test_reload_reports_success_and_failure(server, ctl, daemon):
     assert "keeps its previous configuration" in failed.err
 
 
+def test_reload_pid_finds_the_socket_that_pid_listens_on(server, ctl, daemon, monkeypatch):
+    monkeypatch.setenv("OISP_SOCKET", "/nonexistent/control.sock")  # --pid ignores what config says
+    assert ctl("reload", "--pid", str(os.getpid())).out == "configuration reloaded\n"
+    daemon.reload_error = "config.yaml: tail.replay: must be an integer"
+    failed = ctl("reload", "--pid", str(os.getpid()))
+    assert failed.code == 1 and "reload failed: config.yaml: tail.replay" in failed.err
+
+
+def test_reload_pid_of_a_process_without_a_socket_says_so(ctl):
+    child = os.fork()
+    if child == 0:
+        os.execvp("sleep", ["sleep", "30"])
+    try:
+        result = ctl("reload", "--pid", str(child))
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+    assert result.code == 1
+    assert "pid %d listens on no Unix socket, not on one control socket" % child in result.err
+    gone = ctl("reload", "--pid", str(child))
+    assert gone.code == 1 and "cannot read the sockets of pid %d" % child in gone.err
+
+
 # -- tail -------------------------------------------------------------------------------------
 
 
