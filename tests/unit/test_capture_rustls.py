@@ -3,18 +3,16 @@ by their error sites (checked against the symbols of small programs built here, 
 and what cannot be probed is reported unsupported."""
 from __future__ import annotations
 
-import random
 import struct
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
 from oisp_daemon.capture.elf_image import ElfImage
 from oisp_daemon.capture.families.rustls import (
-    UNSUPPORTED, Function, RustlsFamily, function_of, function_starts, lea_xrefs, load_signature, match,
-    string_targets)
+    UNSUPPORTED, Function, RustlsFamily, function_of, function_starts, load_signature, match)
 from tests.support.paths import REPO_ROOT
 
 CODEX = (REPO_ROOT / ".venv/npm/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex")
@@ -185,42 +183,6 @@ def test_codex() -> None:
 
 
 # -- the pieces ---------------------------------------------------------------------------
-
-
-def test_string_targets_include_merged_tails() -> None:
-    rodata = b"xx\0/b/aws-lc/crypto/fipsmodule/cipher/aead.c\0zz"
-    base = 0x1000
-    targets = string_targets(rodata, base, b"crypto/fipsmodule/cipher/aead.c")
-    begin = base + 3
-    assert targets[0] == begin
-    slashes = [base + i for i, ch in enumerate(rodata) if ch == ord("/") and 3 <= i <= rodata.index(b"crypto")]
-    assert targets == sorted({begin, *slashes})
-    assert string_targets(b"nothing here", base, b"aead.c") == []
-
-
-def _lea(reg_rex: int, modrm: int, addr: int, target: int) -> bytes:
-    return bytes([reg_rex, 0x8D, modrm]) + struct.pack("<i", target - (addr + 7))
-
-
-def test_lea_xrefs_match_a_full_decode() -> None:
-    """Random code with leas to two targets placed on and around the 64 KiB window edges."""
-    rng = random.Random(7)
-    size = 3 * 65536 + 123
-    code = bytearray(rng.getrandbits(8) for _ in range(size))
-    code_addr, targets = 0x4000_0000, [0x10000, 0x7000_0000]
-    placed: List[int] = []
-    for offset in (0, 9, 65536 - 10, 65536 - 3, 65536 + 4, 2 * 65536 - 1, 3 * 65536 + 100, size - 7):
-        target = targets[len(placed) % 2]
-        addr = code_addr + offset
-        code[offset:offset + 7] = _lea(rng.choice([0x48, 0x4C]), rng.choice([0x05, 0x0D, 0x3D]), addr, target)
-        placed.append(addr)
-    prefix = b"\x00" * 11  # the code need not start at the buffer's start
-    buffer = prefix + bytes(code)
-    assert lea_xrefs(buffer, len(prefix), size, code_addr, targets) == sorted(placed)
-    brute = [code_addr + i for i in range(size - 6)
-             if code[i] in (0x48, 0x4C) and code[i + 1] == 0x8D and code[i + 2] & 0xC7 == 5
-             and code_addr + i + 7 + struct.unpack_from("<i", code, i + 3)[0] in targets]
-    assert brute == sorted(placed)
 
 
 def test_function_starts_and_bounds() -> None:

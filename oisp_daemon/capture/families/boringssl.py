@@ -35,6 +35,7 @@ from elftools.elf.elffile import ELFFile
 from ..elf_image import ElfImage, Version
 from ..probe_table import Location, Scan
 from .base import TlsFamily
+from .code_refs import opcode_is, rel32_refs, string_addresses
 from .symbols import OpenSslFamily
 
 SIGNATURES_PATH = Path(__file__).resolve().parent.parent / "signatures" / "boringssl.json"
@@ -51,7 +52,8 @@ _NORETURN = frozenset(("abort", "__stack_chk_fail", "exit", "_exit", "__assert_f
 _STOP = frozenset(("ret", "retf", "int3", "ud2", "hlt"))
 _MAX_STEPS = 40000  # instruction visits per function walk; a larger walk is not a match
 _MAX_STARTS = 4  # candidate entries tried below one error site
-_WINDOW = 1 << 16  # rel32 search window: the top 16 bits of the displacement are fixed in it
+_CALL = opcode_is(b"\xe8")  # call rel32
+_LEA_RCX = opcode_is(b"\x48\x8d\x0d")  # lea rcx, [rip + rel32]: the file name as 4th argument
 _CACHE_SIZE = 64
 
 Consts = Tuple[Optional[int], ...]  # values of _TRACKED, None where unknown
@@ -399,58 +401,22 @@ class _Walker:
 
 
 def _string_addresses(binary: _Binary, suffix: bytes) -> FrozenSet[int]:
-    """Virtual addresses of the NUL-terminated strings in the data sections ending in `suffix`."""
-    needle = suffix + b"\x00"
-    out = set()
-    for sec in binary.rodata:
-        end = sec.offset + sec.size
-        at = binary.data.find(needle, sec.offset, end)
-        while at >= 0:
-            begin = binary.data.rfind(b"\x00", sec.offset, at) + 1 or sec.offset
-            out.add(sec.vaddr + begin - sec.offset)
-            at = binary.data.find(needle, at + 1, end)
-    return frozenset(out)
+    """Virtual addresses of the NUL-terminated strings in the read-only data ending in `suffix`."""
+    return frozenset(addr for sec in binary.rodata
+                     for addr in string_addresses(binary.data, sec.offset, sec.offset + sec.size, sec.vaddr, suffix))
 
 
-def _rel32_sites(binary: _Binary, sec: _Section, opcode: bytes, target: int,
-                 enough: Optional[int] = None) -> List[int]:
-    """Vaddrs of `opcode rel32` instructions in `sec` whose rel32 lands on `target`, searched
-    outwards from the target (callers tend to sit near their callee), stopping at `enough`.
-
-    Within a 64 KiB window of instruction addresses the displacement to the target takes at most
-    two values of its top 16 bits, so a search for those two bytes (memchr speed, in C) finds the
-    candidates.
-    """
-    lead = len(opcode) + 2  # bytes before the top half of rel32
-    ilen = len(opcode) + 4
-    data = binary.data
-    here = target - sec.vaddr
-    out: List[int] = []
-    for w0 in sorted(range(0, sec.size, _WINDOW), key=lambda w: abs(w + _WINDOW // 2 - here)):
-        w1 = min(sec.size, w0 + _WINDOW)
-        end = min(sec.offset + w1 + ilen - 1, sec.offset + sec.size)
-        tops = {((target - (sec.vaddr + p + ilen)) & 0xFFFFFFFF) >> 16 for p in (w0, w1 - 1)}
-        for top in tops:
-            needle = struct.pack("<H", top)
-            at = data.find(needle, sec.offset + w0 + lead, end)
-            while at >= 0:
-                start = at - lead
-                if start < sec.offset + w1 and data[start:start + len(opcode)] == opcode:
-                    rel = struct.unpack_from("<i", data, start + len(opcode))[0]
-                    vaddr = sec.vaddr + start - sec.offset
-                    if vaddr + ilen + rel == target:
-                        out.append(vaddr)
-                        if enough is not None and len(out) >= enough:
-                            return out
-                at = data.find(needle, at + 1, end)
-    return out
+def _direct_callers(binary: _Binary, text: _Section, target: int, enough: int) -> List[int]:
+    """Up to `enough` `call rel32` sites of `target`, the nearest searched first."""
+    return rel32_refs(binary.data, text.offset, text.size, text.vaddr, (target,), 1, _CALL,
+                      near=target, enough=enough)
 
 
 def _file_references(binary: _Binary, text: _Section, files: FrozenSet[int]) -> List[int]:
     """Instructions loading a file-name string into rcx: `mov ecx, imm32` in a position-dependent
     executable, `lea rcx, [rip + disp]` in a position-independent file."""
     if not binary.position_dependent:
-        return sorted(v for f in files for v in _rel32_sites(binary, text, b"\x48\x8d\x0d", f))
+        return rel32_refs(binary.data, text.offset, text.size, text.vaddr, files, 3, _LEA_RCX)
     refs = []
     end = text.offset + text.size
     for addr in files:
@@ -548,7 +514,7 @@ def _locate_with(binary: _Binary, text: _Section, sig: Signature, files: FrozenS
         for fn in matching:
             bad = _structural_failures(spec, fn, known)
             need = spec.verify.get("min_direct_callers", 0)
-            calls = _rel32_sites(binary, text, b"\xe8", fn.start, enough=need) if need and not bad else []
+            calls = _direct_callers(binary, text, fn.start, need) if need and not bad else []
             if len(calls) < need and not bad:
                 bad = ["%d direct callers" % len(calls)]
             if bad:

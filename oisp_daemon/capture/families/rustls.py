@@ -26,6 +26,7 @@ from elftools.common.exceptions import ELFError
 from ..elf_image import ElfImage
 from ..probe_table import Location, ProbePoint, Scan
 from .base import TlsFamily
+from .code_refs import lea_rip, rel32_refs, string_addresses
 
 SIGNATURES = Path(__file__).resolve().parent.parent / "signatures" / "aws_lc.json"
 UNSUPPORTED = "rustls, static: not supported"
@@ -35,10 +36,7 @@ RUSTLS_SOURCE = re.compile(rb"(?<![\w-])rustls-(\d+\.\d+\.\d+)/src/")
 AWS_LC_RS_SOURCE = re.compile(rb"(?<![\w-])aws-lc-rs-(\d+\.\d+\.\d+)/src/")
 RING_SOURCE = re.compile(rb"(?<![\w-])ring-(\d+\.\d+\.\d+)/src/")
 
-# lea r64, [rip + disp32]: REX.W (0x48) or REX.WR (0x4c), 0x8d, ModRM with mod 00 and rm 101
-_LEA_REX = (0x48, 0x4C)
-_LEA_LEN = 7
-_WINDOW = 1 << 16
+_LEA_LEN = 7  # lea r64, [rip + disp32]
 _READ_CHUNK = 4 << 20
 _MOV_EDX = re.compile(r"^edx, (0x[0-9a-f]+|\d+)$")
 _MOV_R8D = re.compile(r"^r8d, (0x[0-9a-f]+|\d+)$")
@@ -75,68 +73,18 @@ def rustls_version(rodata: bytes) -> Optional[str]:
     return None
 
 
-def string_targets(rodata: bytes, rodata_addr: int, suffix: bytes) -> List[int]:
-    """Addresses an instruction may load to pass a NUL-terminated string ending in `suffix`:
-    the string's start and, as linkers merge string tails, every '/' inside it."""
-    out: List[int] = []
-    needle = suffix + b"\0"
-    pos = rodata.find(needle)
-    while pos != -1:
-        begin = rodata.rfind(b"\0", 0, pos) + 1
-        out.append(rodata_addr + begin)
-        out += [rodata_addr + i for i in range(begin + 1, pos + 1) if rodata[i:i + 1] == b"/"]
-        pos = rodata.find(needle, pos + 1)
-    return sorted(set(out))
-
-
-def lea_xrefs(code: Any, code_offset: int, code_size: int, code_addr: int, targets: Sequence[int]) -> List[int]:
-    """Addresses of `lea reg, [rip+disp32]` instructions in the code that load one of `targets`.
-
-    A full decode of a Codex-sized .text (260 MB) would take minutes in Python; instead each
-    64 KiB window looks for the two upper bytes the displacement must have there, and checks the
-    few hits."""
-    wanted = set(targets)
-    found: Set[int] = set()
-    end_offset = code_offset + code_size
-    for start in range(code_offset, end_offset, _WINDOW):
-        stop = min(start + _WINDOW, end_offset - _LEA_LEN + 1)
-        if stop <= start:
-            break
-        first_addr = code_addr + (start - code_offset)
-        patterns = set()
-        for target in wanted:
-            for addr in (first_addr, first_addr + _WINDOW):
-                patterns.add(struct.pack("<i", _signed32(target - (addr + _LEA_LEN)))[2:])
-        for pattern in patterns:
-            # the pattern is bytes 5-6 of the instruction
-            hit = code.find(pattern, start + 5, stop + 5 + len(pattern))
-            while hit != -1:
-                at = hit - 5
-                if code[at] in _LEA_REX and code[at + 1] == 0x8D and code[at + 2] & 0xC7 == 0x05:
-                    disp = struct.unpack_from("<i", code, at + 3)[0]
-                    addr = code_addr + (at - code_offset)
-                    if addr + _LEA_LEN + disp in wanted:
-                        found.add(addr)
-                hit = code.find(pattern, hit + 1, stop + 5 + len(pattern))
-    return sorted(found)
-
-
 def text_xrefs(image: ElfImage, offset: int, size: int, addr: int, targets: Sequence[int]) -> List[int]:
-    """lea_xrefs over a file's code read in pieces, so that memory stays small however big the
-    code is (Codex: 260 MB); pieces overlap by an instruction's length."""
-    found: List[int] = []
+    """Addresses of `lea reg, [rip+disp32]` instructions in the code that load one of `targets`,
+    read in pieces so that memory stays small however big the code is (Codex: 260 MB); pieces
+    overlap by an instruction's length."""
+    found: Set[int] = set()
     for start in range(0, size, _READ_CHUNK):
         length = min(_READ_CHUNK, size - start)
         piece = image.read_at(offset + start, min(length + _LEA_LEN - 1, size - start))
         if piece is None:
             break
-        found += lea_xrefs(piece, 0, len(piece), addr + start, targets)
-    return sorted(set(found))
-
-
-def _signed32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
+        found.update(rel32_refs(piece, 0, len(piece), addr + start, targets, 3, lea_rip))
+    return sorted(found)
 
 
 def function_starts(eh_frame_hdr: bytes, hdr_addr: int) -> Sequence[int]:
@@ -274,7 +222,7 @@ class RustlsFamily(TlsFamily):
         hdr_addr = image.section_addr(".eh_frame_hdr")
         if rodata_addr is None or text is None or hdr is None or hdr_addr is None:
             return [], "no .rodata, .text or .eh_frame_hdr section"
-        targets = string_targets(rodata, rodata_addr, sig["source_file"].encode())
+        targets = string_addresses(rodata, 0, len(rodata), rodata_addr, sig["source_file"].encode(), tails=True)
         if not targets:
             return [], f"no aws-lc {sig['source_file']} in .rodata"
         starts = function_starts(hdr, hdr_addr)
