@@ -16,15 +16,12 @@ Run: ``python -m tests.support.h2_replay_server --cert ... --key ... --log ...``
 from __future__ import annotations
 
 import gzip
-import json
 import select
 import socket
-import signal
 import ssl
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from h2.config import H2Configuration
@@ -32,11 +29,11 @@ from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset, WindowUpdated
 from h2.exceptions import H2Error
 
-from tests.support.llm_fixtures import load_fixtures
 from tests.support.replay_server import (
-    MAX_DELAY_S, PROCESS_COMM, ConnectionHandler, ReplayServer, Reply, Request, RequestLog, _number, _parse_args,
-    _set_comm, accepts_gzip, build_reply, hold_of, request_record,
+    MAX_DELAY_S, ConnectionHandler, ReplayServer, Reply, Request, _number, accepts_gzip, build_reply, hold_of,
+    request_record,
 )
+from tests.support.replay_server import main as replay_main
 
 MAX_REQUEST_BODY = 64 << 20
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -193,38 +190,9 @@ class H2ReplayServer(ReplayServer):
         self.RequestHandlerClass = H2ConnectionHandler
 
 
-def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """Server TLS context offering h2 first, then http/1.1, by ALPN."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    context.set_alpn_protocols(["h2", "http/1.1"])
-    return context
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parse_args(argv)
-    _set_comm(PROCESS_COMM)
-    log = RequestLog(Path(args.log))
-    if not args.plain and not (args.cert and args.key):
-        raise SystemExit("--cert and --key are required unless --plain")
-    context = None if args.plain else server_context(args.cert, args.key)
-    server = H2ReplayServer((args.host, args.port), context,
-                            load_fixtures(Path(args.fixtures_dir)), log, args.chunk_delay_ms / 1000.0)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    host, port = server.server_address[:2]
-    print(json.dumps({"ready": True, "host": host, "port": port, "fixtures": len(server.fixtures)}), flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        log.close()
-    return 0
+    """The replay's command line, serving h2 (and http/1.1 to a client that does not offer h2)."""
+    return replay_main(argv, H2ReplayServer, alpn=("h2", "http/1.1"))
 
 
 if __name__ == "__main__":

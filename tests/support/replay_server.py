@@ -43,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support import synthetic_bodies as synth
@@ -535,11 +535,12 @@ class ReplayServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         print("replay-server: " + message, file=sys.stderr, flush=True)
 
 
-def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """Server TLS context offering only http/1.1 by ALPN (the decoder under test is HTTP/1.1)."""
+def server_context(cert_file: str, key_file: str, alpn: Sequence[str] = ("http/1.1",)) -> ssl.SSLContext:
+    """Server TLS context offering `alpn` (by default only http/1.1: the decoder under test is
+    HTTP/1.1; the h2 replays offer h2 first)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context
 
 
@@ -564,28 +565,36 @@ def _parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = _parse_args(argv)
-    _set_comm(PROCESS_COMM)
-    log = RequestLog(Path(args.log))
-    if not args.plain and not (args.cert and args.key):
-        raise SystemExit("--cert and --key are required unless --plain")
-    context = None if args.plain else server_context(args.cert, args.key)
-    server = ReplayServer((args.host, args.port), context,
-                          load_fixtures(Path(args.fixtures_dir)), log, args.chunk_delay_ms / 1000.0)
-
-    def stop(signum, frame):
+def serve(server: socketserver.BaseServer, ready: Dict[str, Any]) -> None:
+    """Print the ready line the parent waits for, then serve until SIGTERM or SIGINT, and close."""
+    def stop(signum, frame):  # a SIGTERM the parent may have set to be ignored still stops it
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    host, port = server.server_address[:2]
-    print(json.dumps({"ready": True, "host": host, "port": port, "fixtures": len(server.fixtures)}), flush=True)
+    print(json.dumps(dict(ready, ready=True)), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def main(argv: Optional[List[str]] = None, server_class: type = ReplayServer,
+         alpn: Sequence[str] = ("http/1.1",)) -> int:
+    """The replay over HTTP/1.1, or with another server class (the h2 replay's) and ALPN list."""
+    args = _parse_args(argv)
+    _set_comm(PROCESS_COMM)
+    log = RequestLog(Path(args.log))
+    if not args.plain and not (args.cert and args.key):
+        raise SystemExit("--cert and --key are required unless --plain")
+    context = None if args.plain else server_context(args.cert, args.key, alpn)
+    server = server_class((args.host, args.port), context, load_fixtures(Path(args.fixtures_dir)), log,
+                          args.chunk_delay_ms / 1000.0)
+    host, port = server.server_address[:2]
+    try:
+        serve(server, {"host": host, "port": port, "fixtures": len(server.fixtures)})
+    finally:
         log.close()
     return 0
 

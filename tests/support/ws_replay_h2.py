@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import socketserver
 import ssl
 import sys
@@ -26,7 +25,7 @@ from h2.events import ConnectionTerminated, DataReceived, RequestReceived, Strea
 from h2.settings import SettingCodes
 
 from tests.support.llm_fixtures import FIXTURES_DIR
-from tests.support.replay_server import PROCESS_COMM, _set_comm
+from tests.support.replay_server import PROCESS_COMM, _set_comm, serve, server_context
 from tests.support.ws_replay import frame, read_frames, server_events
 from tests.support.ws_replay_server import choose, responses_fixtures
 
@@ -115,22 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--log", required=True)
     args = parser.parse_args(argv)
     _set_comm(PROCESS_COMM)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(args.cert, args.key)
-    context.set_alpn_protocols(["h2"])
-    server = Server((args.host, args.port), context, Path(args.log))
-
-    def stop(signum, frame):  # a SIGTERM the parent may have set to be ignored still stops it
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(json.dumps({"ready": True, "host": args.host, "port": server.server_address[1]}), flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server = Server((args.host, args.port), server_context(args.cert, args.key, alpn=("h2",)), Path(args.log))
+    serve(server, {"host": args.host, "port": server.server_address[1]})
     return 0
 
 

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from aiohttp import WSMsgType, web
 from tests.support.llm_fixtures import FIXTURES_DIR, Fixture, load_fixtures
 from tests.support.paths import REPO_ROOT
 from tests.support.replay_process import ReplayServerProcess, _await_ready, pick_loopback_address
-from tests.support.replay_server import PROCESS_COMM, _set_comm
+from tests.support.replay_server import PROCESS_COMM, _set_comm, server_context
 from tests.support.tls import TestPki
 from tests.support.ws_replay import server_events
 
@@ -107,9 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fixtures-dir", default=str(FIXTURES_DIR))
     args = parser.parse_args(argv)
     _set_comm(PROCESS_COMM)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(args.cert, args.key)
-    context.set_alpn_protocols(["http/1.1"])
+    context = server_context(args.cert, args.key)
     replay = Replay(responses_fixtures(Path(args.fixtures_dir)), Path(args.log))
     app = web.Application()
     app.router.add_get("/v1/responses", replay.responses)
