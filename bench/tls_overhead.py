@@ -15,50 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Dict, List, Optional
+from typing import List
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-PY = sys.executable
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _wait_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline() if proc.stderr else ""
-        if needle in line:
-            return
-        if not line and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before '{needle}'")
-    raise RuntimeError(f"timed out waiting for '{needle}' from {proc.args}")
-
-
-def start_mode(mode: str, tmp: str, extra: List[str]) -> Optional[subprocess.Popen]:
-    if mode == "none":
-        return None
-    if mode == "floor":
-        proc = subprocess.Popen([PY, os.path.join(HERE, "floor_probes.py"), "/var/cache/oisp-sensor", *extra],
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        proc.stderr = proc.stdout
-        _wait_line(proc, "floor: attached")
-        return proc
-    proc = subprocess.Popen([PY, "-m", "oisp_daemon.cli", "record", "--output", os.path.join(tmp, "events.jsonl")],
-                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    _wait_line(proc, "events ->")
-    return proc
-
-
-def stop_mode(proc: Optional[subprocess.Popen]) -> None:
-    if proc is not None:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+from modes import HERE, MODES, PY, ROOT, Results, print_table, start_mode, stop_mode  # noqa: E402
 
 
 def main() -> None:
@@ -69,20 +33,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.client == "node":
         client = [args.node, os.path.join(HERE, "node_tls_client.js")]
-        extra = [args.node]
+        floor_paths: List[str] = [args.node]  # the sensor finds it by discovery
     else:
-        client, extra = [PY, os.path.join(HERE, "tls_client.py")], []
+        client, floor_paths = [PY, os.path.join(HERE, "tls_client.py")], []
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
                         "-days", "1", "-subj", "/CN=bench.invalid"], check=True, capture_output=True)
         sink = subprocess.Popen([PY, os.path.join(HERE, "tls_sink.py"), cert, key], stdout=subprocess.PIPE, text=True)
         port = sink.stdout.readline().strip()
-        results: Dict[str, Dict[str, List[float]]] = {}
+        results: Results = {}
         try:
             for _ in range(args.rounds):
-                for mode in ("none", "floor", "sensor"):
-                    proc = start_mode(mode, tmp, extra)
+                for mode in MODES:
+                    proc = start_mode(mode, tmp, floor_paths)
                     try:
                         out = subprocess.run(client + [port],
                                              capture_output=True, text=True, check=True).stdout
@@ -92,12 +56,7 @@ def main() -> None:
                         results.setdefault(size, {}).setdefault(mode, []).append(ns)
         finally:
             sink.terminate()
-    print("| write size | none ns/call | floor ns/call | sensor ns/call | sensor / floor | sensor added over floor |")
-    print("|---|---|---|---|---|---|")
-    for size, modes in results.items():
-        med = {m: statistics.median(v) for m, v in modes.items()}
-        print(f"| {size} B | {med['none']:.0f} | {med['floor']:.0f} | {med['sensor']:.0f} | "
-              f"{med['sensor'] / med['floor']:.3f} | {med['sensor'] - med['floor']:.0f} ns |")
+    print_table(results, "write size", lambda size: f"{size} B", "ns/call")
     print(f"\nclient: {args.client}; rounds: {args.rounds}; raw: {json.dumps(results)}")
 
 
