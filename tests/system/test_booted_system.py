@@ -290,6 +290,65 @@ def test_a_polkit_rule_grants_redaction_to_a_user_outside_the_groups(box: Contai
     assert refused.returncode == 1 and "oisp-admin" in refused.stderr
 
 
+# bob's Python in a mount namespace of his own (unshare -Urm), its libssl a copy on a tmpfs that
+# only that namespace sees: discovery reaches it through /proc/PID/root or map_files of another
+# user's process. The import maps the copy; the pause gives discovery its time.
+PRIVATE_LIBSSL_CLIENT = """
+import os, ssl, sys, time, urllib.request
+time.sleep(4)
+context = ssl.create_default_context(cafile=sys.argv[1] + "/ca.pem")
+request = urllib.request.Request("https://api.openai.com/v1/chat/completions",
+                                 data=open(sys.argv[1] + "/body.json", "rb").read(),
+                                 headers={"Content-Type": "application/json"})
+urllib.request.urlopen(request, context=context).read()
+print(os.getpid())
+"""
+PRIVATE_LIBSSL_SHELL = ("mount -t tmpfs tmpfs /home/bob/lib && cp /usr/lib/x86_64-linux-gnu/libssl.so.3 /home/bob/lib/"
+                        " && LD_LIBRARY_PATH=/home/bob/lib exec python3 -c \"$0\" \"$1\"")
+
+
+def _private_libssl_request(box: Container) -> int:
+    """The pid of bob's Python that made one chat completion through its private libssl."""
+    box.run(["mkdir", "-p", "/home/bob/lib"], user="bob")
+    done = box.run(["unshare", "-Urm", "sh", "-c", PRIVATE_LIBSSL_SHELL, PRIVATE_LIBSSL_CLIENT, REPLAY_DIR],
+                   user="bob")
+    return int(done.stdout.split()[-1])
+
+
+def _responses_of(box: Container, pid: int, wait_s: float) -> List[Dict[str, Any]]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [e for e in _events(box, "alice") if e["event_type"] == "ai.response" and e["process"]["pid"] == pid]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_another_users_private_libssl_is_found_and_that_needs_cap_sys_ptrace(box: Container) -> None:
+    pid = _private_libssl_request(box)
+    response = _responses_of(box, pid, EVENT_WAIT_S)
+    assert response and response[0]["actor"]["uid"] == _uid(box, "bob"), response
+    # Without CAP_SYS_PTRACE, root may still read another user's /proc/PID/maps but not follow its
+    # root or map_files: the copy stays unprobed, and the process is listed as unseen.
+    drop_in = "/etc/systemd/system/oisp-sensor.service.d/no-ptrace.conf"
+    bounding = _show(box, "CapabilityBoundingSet")["CapabilityBoundingSet"].split()
+    assert "cap_sys_ptrace" in bounding, bounding
+    box.run(["mkdir", "-p", "/etc/systemd/system/oisp-sensor.service.d"])
+    box.run(["tee", drop_in], input="[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet=%s\n"
+            % " ".join(c.upper() for c in bounding if c != "cap_sys_ptrace"))
+    try:
+        box.run(["systemctl", "daemon-reload"])
+        box.run(["systemctl", "restart", "oisp-sensor"], timeout=330)
+        blind = _private_libssl_request(box)
+        assert _responses_of(box, blind, 10) == []
+        unseen = json.loads(box.run(["oisp-ctl", "status", "--json"]).stdout)["unseen_tls"]
+        assert blind in {entry["pid"] for entry in unseen}, unseen
+    finally:
+        box.run(["rm", "-f", drop_in])
+        box.run(["systemctl", "daemon-reload"])
+        box.run(["systemctl", "restart", "oisp-sensor"], timeout=330)
+
+
 def test_stop_is_clean(box: Container) -> None:
     box.run(["systemctl", "stop", "oisp-sensor"], timeout=120)
     state = _show(box, "ActiveState", "Result", "ExecMainStatus")

@@ -244,7 +244,7 @@ def test_unit_keeps_what_bcc_needs():
     for setting in ("MemoryDenyWriteExecute", "ProtectKernelTunables", "ProtectKernelModules"):
         assert setting not in unit
     caps = unit["CapabilityBoundingSet"][0].split()
-    assert {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"} <= set(caps)
+    assert {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE"} <= set(caps)
     assert "CAP_SYS_MODULE" not in caps and "CAP_NET_BIND_SERVICE" not in caps
 
 
