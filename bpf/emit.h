@@ -270,20 +270,25 @@ static __always_inline int admitted(u32 pid, u64 ssl) {
     return wanted(pid);
 }
 
-static __always_inline int begin_write(u64 ssl, u64 buf, u64 total, u32 pid, u32 tid) {
-    if (!admitted(pid, ssl))
-        return 0;
-    s64 seq = next_seq(pid, ssl);
-    if (seq < 0)
-        return 0;
+// This thread's call as emit_call sends it: total bytes at buf, the connection's sequence number.
+static __always_inline void store_call(u16 kind, u64 ssl, u64 buf, u64 total, s64 seq, u32 tid) {
     struct call_state c = {};
-    c.kind = REC_WRITE;
+    c.kind = kind;
     c.ssl = ssl;
     c.buf = buf;
     c.total = total;
     c.seq = seq;
     c.ts_ns = bpf_ktime_get_ns();
     calls.update(&tid, &c);
+}
+
+static __always_inline int begin_write(u64 ssl, u64 buf, u64 total, u32 pid, u32 tid) {
+    if (!admitted(pid, ssl))
+        return 0;
+    s64 seq = next_seq(pid, ssl);
+    if (seq < 0)
+        return 0;
+    store_call(REC_WRITE, ssl, buf, total, seq, tid);
     return 1;
 }
 
@@ -298,6 +303,17 @@ static __always_inline void begin_read(u64 ssl, u64 buf, u64 readbytes_ptr, u32 
     calls.update(&tid, &c);
 }
 
+// At a read's return probe: the call begin_read stored for this thread, or NULL (none, or a task
+// outside the daemon's pid namespace).
+static __always_inline struct call_state *begun_read(u32 *pid, u32 *tid) {
+    u64 id = current_id();
+    if (!id)
+        return 0;
+    *pid = id >> 32;
+    *tid = (u32)id;
+    return calls.lookup(tid);
+}
+
 // A read returned n bytes into buf (each family finds n its own way): give the call the
 // connection's next sequence number and emit it through this tid's call state. Nothing read, or a
 // connection filtered out: the call is dropped.
@@ -307,14 +323,7 @@ static __always_inline int finish_read(struct pt_regs *ctx, u64 ssl, u64 buf, s6
         calls.delete(&tid);
         return 0;
     }
-    struct call_state c = {};
-    c.kind = REC_READ;
-    c.ssl = ssl;
-    c.buf = buf;
-    c.total = n;
-    c.seq = seq;
-    c.ts_ns = bpf_ktime_get_ns();
-    calls.update(&tid, &c);
+    store_call(REC_READ, ssl, buf, n, seq, tid);
     return emit_call(ctx, pid, tid);
 }
 

@@ -49,11 +49,8 @@ int probe_ssl_read_int_enter(struct pt_regs *ctx) {
 }
 
 int probe_ssl_read_return(struct pt_regs *ctx) {
-    u64 id = current_id();
-    if (!id)
-        return 0;
-    u32 pid = id >> 32, tid = (u32)id;
-    struct call_state *c = calls.lookup(&tid);
+    u32 pid = 0, tid = 0;
+    struct call_state *c = begun_read(&pid, &tid);
     if (!c)
         return 0;
     s64 n = 0;

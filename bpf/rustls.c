@@ -153,11 +153,8 @@ int rustls_aead_open_enter(struct pt_regs *ctx) {
 }
 
 int rustls_aead_open_return(struct pt_regs *ctx) {
-    u64 id = current_id();
-    if (!id)
-        return 0;
-    u32 pid = id >> 32, tid = (u32)id;
-    struct call_state *c = calls.lookup(&tid);
+    u32 pid = 0, tid = 0;
+    struct call_state *c = begun_read(&pid, &tid);
     if (!c)
         return 0;
     u64 n = 0;
