@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.conftest import cannot_run
 from tests.support import clients
+from tests.support.chroot import copy_with_libraries
 from tests.support.llm_fixtures import load_fixtures
 from tests.support.node import static_node
 from tests.support.oisp_schema import assert_valid_event
@@ -151,20 +152,6 @@ def test_libcurl_on_another_tls_library_is_captured(sensor, module_hosts, test_p
     summary = result.check()
     assert summary["status"] == 200 and marker in summary["tls"]
     check_exchange(sensor, result.pid)
-
-
-def copy_with_libraries(binary: str, root: Path) -> None:
-    """`binary` and every library ldd names, at their own paths under `root`."""
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    paths = [binary] + [part for line in out.splitlines() for part in line.split() if part.startswith("/")]
-    for path in paths:
-        real = os.path.realpath(path)
-        for name in {path, real}:
-            dest = root / name.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not dest.exists():
-                shutil.copyfile(real, dest)
-                shutil.copymode(real, dest)
 
 
 def test_a_chroot_whose_libssl_exists_only_under_proc_pid_root_is_captured(sensor, module_server, test_pki, tmp_path):

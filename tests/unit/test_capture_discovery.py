@@ -13,6 +13,7 @@ import pytest
 
 from oisp_daemon.capture.discovery import ATTACHED_ALREADY, ATTACHED_NEW, Discovery, parse_maps
 from oisp_daemon.capture.tls_scan import format_reports, reports_for
+from tests.support.chroot import copy_with_libraries
 
 SYSTEM_LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
 
@@ -126,18 +127,8 @@ def jailed_sleep(root: Path) -> subprocess.Popen:
     """sleep(1) chrooted into `root`, preloading a libssl copy that exists only in its private
     mount namespace (a tmpfs mounted there at /opt/tls): the daemon reaches it only through
     /proc/PID/root, as it reaches a container's files."""
-    paths = ["/bin/sleep", "/usr/bin/env", SYSTEM_LIBSSL]
-    for binary in ("/bin/sleep", SYSTEM_LIBSSL):
-        out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-        paths += [p for line in out.splitlines() for p in line.split() if p.startswith("/")]
-    for path in paths:
-        real = os.path.realpath(path)
-        for name in {path, real}:
-            dest = root / name.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not dest.exists():
-                shutil.copyfile(real, dest)
-                shutil.copymode(real, dest)
+    for binary in ("/bin/sleep", "/usr/bin/env", SYSTEM_LIBSSL):
+        copy_with_libraries(binary, root)
     (root / "opt" / "tls").mkdir(parents=True)
     script = (f"mount -t tmpfs tls {root}/opt/tls && cp {SYSTEM_LIBSSL} {root}/opt/tls/libssl.so.3 && "
               f"exec chroot {root} /usr/bin/env LD_PRELOAD=/opt/tls/libssl.so.3 /bin/sleep 30")
