@@ -11,10 +11,11 @@ while.
 Discovery reads a new process's maps on its own thread, so a connect can arrive before the
 process is known to map a probed library: the sensor's is_covered also compares a live process's
 maps with the attachments (maps_probed), a process is listed only if it is still not covered
-GRACE_S after its first connect (discovery keeps an exited process's answer until its next full
-sweep, so a short-lived client is judged right too), a listed process that turns out to be
-covered later (a library attached after it started) is dropped at the next tick, and a library
-discovery names later is filled in.
+GRACE_S after its first connect, a listed process that turns out to be covered later (a library
+attached after it started) is dropped at the next tick, and a library discovery names later is
+filled in. The surest proof comes from the probes themselves: a process whose TLS records arrive
+(the first call of every connection is sent, AI or not) is covered, even when it exited before
+discovery or the maps check could read it (a curl gone in 20 ms while discovery scans a big binary).
 
 Fed from the sensor's thread (records, tick); `entries()`/`count()` may be read from others.
 """
@@ -34,6 +35,7 @@ from .elf_image import Identity
 DEFAULT_TLS_PORTS = (443,)
 MAX_ENTRIES = 256
 MAX_EXECS = 4096  # exe and comm of recent execs, for a process gone before its connect is read
+MAX_CARRIERS = 4096  # pids whose TLS records arrived since their exec
 KEEP_EXITED_S = 600.0
 GRACE_S = 2.0  # from a first connect to the verdict: discovery's time to read the new process
 TICK_S = 0.5  # how often pending verdicts and listed live processes are looked at again
@@ -121,15 +123,22 @@ class UnseenTls:
         self._monotonic = monotonic
         self._entries: "OrderedDict[int, UnseenProcess]" = OrderedDict()  # least recently active first
         self._execs: "OrderedDict[int, Dict[str, Optional[str]]]" = OrderedDict()  # sensor thread only
+        self._carriers: "OrderedDict[int, None]" = OrderedDict()  # sensor thread only
         self._lock = threading.Lock()
         self._last_tick = monotonic()
 
     # -- records in (the sensor's thread) ----------------------------------------------------
 
     def handle(self, record: rec.Record) -> None:
-        if isinstance(record, rec.Connect):
+        if isinstance(record, (rec.DataChunk, rec.SetFd)):
+            if not rec.is_plain(record.ssl) and record.pid not in self._carriers:
+                self._carriers[record.pid] = None
+                while len(self._carriers) > MAX_CARRIERS:
+                    self._carriers.popitem(last=False)
+        elif isinstance(record, rec.Connect):
             self.on_connect(record.pid, record.port)
         elif isinstance(record, rec.Exec):
+            self._carriers.pop(record.pid, None)  # a new image: its libraries are to be seen anew
             self._execs.pop(record.pid, None)
             self._execs[record.pid] = {"exe": record.proc_exe or record.filename or None, "comm": record.comm or None}
             while len(self._execs) > MAX_EXECS:
@@ -137,6 +146,10 @@ class UnseenTls:
         elif isinstance(record, rec.Exit):
             self.on_exit(record.pid)
             self._execs.pop(record.pid, None)
+
+    def _covered(self, pid: int) -> bool:
+        """A probe carried the process's TLS, or discovery or its maps say a probed file is mapped."""
+        return pid in self._carriers or self.is_covered(pid)
 
     def on_connect(self, pid: int, port: int) -> None:
         if port not in self.tls_ports:
@@ -148,7 +161,7 @@ class UnseenTls:
                 self._entries.move_to_end(pid)
                 return
         library = self.unsupported_library(pid)
-        if library is None and self.is_covered(pid):
+        if library is None and self._covered(pid):
             return
         info = _read_proc(self.proc, pid)
         for key, value in self._execs.get(pid, {}).items():
@@ -188,7 +201,7 @@ class UnseenTls:
                 gone.append(e.pid)
             elif e.pending_until is not None and (final or now >= e.pending_until):
                 library = self.unsupported_library(e.pid)
-                if library is None and self.is_covered(e.pid):
+                if library is None and self._covered(e.pid):
                     gone.append(e.pid)
                 else:
                     judged.append((e, library))
@@ -196,7 +209,7 @@ class UnseenTls:
                 library = self.unsupported_library(e.pid)  # discovery may have read it since
                 if library is not None:
                     judged.append((e, library))
-                elif e.exited_at is None and self.is_covered(e.pid):
+                elif e.exited_at is None and self._covered(e.pid):
                     gone.append(e.pid)
         with self._lock:
             for e, library in judged:

@@ -93,6 +93,44 @@ def test_a_process_discovery_reads_during_the_grace_is_not_listed(unseen: Unseen
     assert judged(unseen, clock) == []
 
 
+def chunk(pid: int, ssl: int) -> rec.DataChunk:
+    return rec.DataChunk("write", pid, pid, 0, ssl, 0, 5, 0, 1, "curl", b"GET /", False)
+
+
+def test_a_process_whose_tls_records_arrived_is_covered_though_gone_unread(unseen: UnseenTls,
+                                                                         clock: Clock) -> None:
+    unseen.handle(rec.Connect(GONE_PID, 5, "127.0.0.1", 443, 1))
+    unseen.handle(chunk(GONE_PID, 0x5555_0000))  # its first SSL_write, AI or not
+    unseen.handle(rec.Exit(GONE_PID, 2))  # gone before discovery or the maps check read it
+    assert judged(unseen, clock) == []
+
+
+def test_an_ssl_set_fd_record_proves_coverage_too(unseen: UnseenTls, clock: Clock) -> None:
+    unseen.handle(rec.SetFd(GONE_PID, 0x5555_0000, 5, 1))
+    unseen.handle(rec.Connect(GONE_PID, 5, "127.0.0.1", 443, 2))
+    assert judged(unseen, clock) == []
+
+
+def test_plain_http_records_prove_nothing_about_tls(unseen: UnseenTls, clock: Clock) -> None:
+    unseen.handle(chunk(GONE_PID, rec.PLAIN_TAG | 1 << 32 | 5))
+    unseen.handle(rec.Connect(GONE_PID, 6, "127.0.0.1", 443, 2))
+    assert judged(unseen, clock) == [GONE_PID]
+
+
+def test_an_exec_forgets_what_the_old_image_carried(unseen: UnseenTls, clock: Clock) -> None:
+    unseen.handle(chunk(GONE_PID, 0x5555_0000))
+    unseen.handle(rec.Exec(GONE_PID, "/usr/bin/blind", "blind", 0, 2))
+    unseen.handle(rec.Connect(GONE_PID, 5, "127.0.0.1", 443, 3))
+    assert judged(unseen, clock) == [GONE_PID]
+
+
+def test_a_listed_process_whose_records_arrive_later_is_dropped(unseen: UnseenTls, clock: Clock) -> None:
+    unseen.on_connect(os.getpid(), 443)
+    assert judged(unseen, clock) == [os.getpid()]
+    unseen.handle(chunk(os.getpid(), 0x5555_0000))  # a library attached after it started
+    assert judged(unseen, clock) == []
+
+
 def test_a_library_named_during_the_grace_is_listed_by_name(unseen: UnseenTls, machine: Machine,
                                                             clock: Clock) -> None:
     unseen.on_connect(GONE_PID, 443)
