@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, shared_tmpdir
+from tests.integration.daemon import running_daemon, shared_tmpdir
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -198,18 +198,8 @@ def hosts(server):
 
 @pytest.fixture
 def daemon(request):
-    from tests.integration.conftest import cannot_run
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), getattr(request, "param", {}))
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
+    with running_daemon(getattr(request, "param", {})) as proc:
+        yield proc
 
 
 @pytest.fixture
@@ -219,14 +209,5 @@ def bus_daemon():
 
     if os.geteuid() != 0:
         cannot_run("the daemon needs root")
-    with private_bus() as bus:
-        proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {}, dbus_address=bus.address)
-        proc.start()
-        try:
-            yield proc, bus.address
-        finally:
-            code = proc.stop()
-            log = proc.log()
-            proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
+    with private_bus() as bus, running_daemon(dbus_address=bus.address) as proc:
+        yield proc, bus.address

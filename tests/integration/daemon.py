@@ -14,8 +14,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import yaml
 
@@ -163,3 +164,25 @@ class DaemonProcess:
         result = self.ctl("tail", "--json", "--since", "3600", *args, uid=uid, gid=gid)
         assert result.returncode == 0, f"oisp-ctl tail failed ({result.returncode}):\n{result.stderr}"
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+@contextmanager
+def running_daemon(config: Optional[Dict[str, Any]] = None, dbus_address: Optional[str] = None,
+                   forbidden: Sequence[str] = ("Traceback",)) -> Iterator[DaemonProcess]:
+    """A started daemon in a directory of its own, stopped afterwards: it must exit 0 and its log
+    must hold none of `forbidden` (a traceback anywhere, unless the test vouches for less)."""
+    from tests.integration.conftest import cannot_run
+
+    if os.geteuid() != 0:
+        cannot_run("the daemon needs root")
+    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), config or {}, dbus_address=dbus_address)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+        log = proc.log()
+        proc.close()
+    assert code == 0, f"daemon exited with {code}:\n{log}"
+    for text in forbidden:
+        assert text not in log, log

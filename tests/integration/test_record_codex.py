@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from tests.integration.daemon import DaemonProcess, shared_tmpdir
+from tests.integration.daemon import DaemonProcess, running_daemon
 from tests.support.llm_fixtures import load_fixtures
 from tests.support.oisp_schema import assert_valid_event
 from tests.support.paths import REPO_ROOT
@@ -83,18 +83,8 @@ def test_codex_exec_is_captured(sensor, module_server, module_hosts, test_pki, t
 
 @pytest.fixture(scope="module")
 def unseen_daemon() -> Iterator[DaemonProcess]:
-    from tests.integration.conftest import cannot_run
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {})
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "Traceback" not in log, log
+    with running_daemon() as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 from tests.integration.daemon import (
-    ADMIN_GID, ADMIN_GROUP, NOBODY, NOGROUP, USER_GID, USER_GROUP, DaemonProcess, as_user,
+    ADMIN_GID, ADMIN_GROUP, NOBODY, NOGROUP, USER_GID, USER_GROUP, DaemonProcess, as_user, running_daemon,
     shared_tmpdir,
 )
 from tests.support.paths import REPO_ROOT
@@ -167,14 +167,8 @@ def bus() -> Iterator[PrivateBus]:
 @pytest.fixture(scope="module")
 def daemon(bus: PrivateBus) -> Iterator[DaemonProcess]:
     """One daemon for the module (BPF compilation is paid once); tests leave it as they found it."""
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {}, dbus_address=bus.address)
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, log
-    assert "Traceback" not in log, log
+    with running_daemon(dbus_address=bus.address) as proc:
+        yield proc
 
 
 def _wait(predicate: Any, timeout: float = 20.0) -> None:

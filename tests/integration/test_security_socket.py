@@ -10,7 +10,7 @@ import time
 import pytest
 
 from oisp_ctl import protocol
-from tests.integration.daemon import NOBODY, DaemonProcess, shared_tmpdir
+from tests.integration.daemon import NOBODY, DaemonProcess, running_daemon
 from tests.support.peers import Holder, bus_call, talk
 
 pytestmark = pytest.mark.bpf
@@ -67,18 +67,8 @@ def starved_daemon():
     fail on TLS traffic other processes of the machine make (the pipeline logs a traceback per
     record it cannot handle); this test vouches for the control plane, whose files must then
     appear in no traceback."""
-    from tests.integration.conftest import cannot_run
-
-    if os.geteuid() != 0:
-        cannot_run("the daemon needs root")
-    proc = DaemonProcess(shared_tmpdir("oisp-daemon-"), {})
-    proc.start()
-    yield proc
-    code = proc.stop()
-    log = proc.log()
-    proc.close()
-    assert code == 0, f"daemon exited with {code}:\n{log}"
-    assert "oisp_daemon/control/" not in log and "oisp_ctl/" not in log, log
+    with running_daemon(forbidden=("oisp_daemon/control/", "oisp_ctl/")) as proc:
+        yield proc
 
 
 def test_out_of_descriptors_the_daemon_backs_off_logs_once_and_recovers(starved_daemon):
