@@ -95,7 +95,12 @@ struct filter_cfg {
 
 BPF_RINGBUF_OUTPUT(records, RING_PAGES);
 BPF_ARRAY(filter, struct filter_cfg, 1);
-BPF_HASH(ignored, struct conn_key, u8, MAX_CONNECTIONS);      // verdict: not AI traffic
+// Verdicts of user space by connection: VERDICT_IGNORE_ALL (not AI traffic, or no longer decoded:
+// nothing of it is copied), or a connection joined mid-answer, whose reads are not copied while
+// its next sequence number is the value (user space has seen every call before them) and until
+// it writes again (see admitted).
+#define VERDICT_IGNORE_ALL (~0ULL)
+BPF_HASH(ignored, struct conn_key, u64, MAX_CONNECTIONS);
 BPF_HASH(conn_seq, struct conn_key, u64, MAX_CONNECTIONS);    // next call sequence number
 BPF_HASH(calls, u32, struct call_state, MAX_THREADS);         // by tid
 BPF_PERCPU_ARRAY(lost_bytes, u64, 1);
@@ -261,12 +266,25 @@ static __always_inline s64 next_seq(u32 pid, u64 ssl) {
     return (s64)__sync_fetch_and_add(seq, 1);
 }
 
-// True when the connection's data is wanted: not judged uninteresting by user space, and the
-// process passes the filters. Checked first so that other TLS traffic costs only the trap.
-static __always_inline int admitted(u32 pid, u64 ssl) {
+// True when a call of this kind (REC_WRITE / REC_READ, as the client sees it) is wanted: the
+// connection not judged uninteresting by user space, and the process passing the filters.
+// Checked first so that other TLS traffic costs only the trap and this lookup.
+//
+// A connection joined mid-answer has its reads skipped only while user space has seen all its
+// calls: had one gone by unseen (a write, the next request), the reads after it are that
+// request's answer. Its first write, or such an unseen call, ends the skipping (user space
+// renews the verdict at the next skipped read it gets).
+static __always_inline int admitted(u32 pid, u64 ssl, u16 kind) {
     struct conn_key key = {.pid = pid, .ssl = ssl};
-    if (ignored.lookup(&key))
-        return 0;
+    u64 *verdict = ignored.lookup(&key);
+    if (verdict) {
+        if (*verdict == VERDICT_IGNORE_ALL)
+            return 0;
+        u64 *next = conn_seq.lookup(&key);
+        if (kind == REC_READ && next && *next == *verdict)
+            return 0;
+        ignored.delete(&key);
+    }
     return wanted(pid);
 }
 
@@ -283,7 +301,7 @@ static __always_inline void store_call(u16 kind, u64 ssl, u64 buf, u64 total, s6
 }
 
 static __always_inline int begin_write(u64 ssl, u64 buf, u64 total, u32 pid, u32 tid) {
-    if (!admitted(pid, ssl))
+    if (!admitted(pid, ssl, REC_WRITE))
         return 0;
     s64 seq = next_seq(pid, ssl);
     if (seq < 0)
@@ -293,7 +311,7 @@ static __always_inline int begin_write(u64 ssl, u64 buf, u64 total, u32 pid, u32
 }
 
 static __always_inline void begin_read(u64 ssl, u64 buf, u64 readbytes_ptr, u32 pid, u32 tid) {
-    if (!admitted(pid, ssl))
+    if (!admitted(pid, ssl, REC_READ))
         return;
     struct call_state c = {};
     c.kind = REC_READ;

@@ -63,7 +63,7 @@ int probe_go_read_enter(struct pt_regs *ctx) {
         return 0;
     u32 pid = id >> 32;
     u64 conn = GO_ARG1(ctx);
-    if (!admitted(pid, conn))
+    if (!admitted(pid, conn, REC_READ))
         return 0;
     struct go_read_key key = {.pid = pid, .g = GO_G(ctx)};
     struct go_read_args args = {.conn = conn, .buf = GO_ARG2(ctx)};

@@ -178,11 +178,12 @@ static __always_inline int sockets_enter(u64 fd, u64 buf, u64 iov, u64 iovcnt, u
     if (!conn || !id)
         return 0;
     u32 pid = id >> 32, tid = (u32)id;
-    if (!admitted(pid, conn->id))
+    u16 kind = conn->server ? (dir == REC_WRITE ? REC_READ : REC_WRITE) : dir;
+    if (!admitted(pid, conn->id, kind))
         return 0;
     struct sockets_call s = {};
     s.c.ssl = conn->id;
-    s.c.kind = conn->server ? (dir == REC_WRITE ? REC_READ : REC_WRITE) : dir;
+    s.c.kind = kind;
     s.c.buf = buf;
     s.c.ts_ns = bpf_ktime_get_ns();
     s.iov = iov;

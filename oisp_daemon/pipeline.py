@@ -10,16 +10,17 @@ state, and a single owner makes that state safe without locks.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .capture import records as rec
 from .capture.reader import StreamAssembler, StreamData, StreamGap
-from .decode.connection import ConnectionTracker
+from .decode.connection import ConnectionTracker, starts_a_request
 from .decode.messages import HttpResponse
-from .decode.protocol import CONNECTION_CLOSED, PROCESS_EXIT, Exchange, RequestDone, ResponseDone, ResponseProgress, Step
+from .decode.protocol import (
+    CONNECTION_CLOSED, PROCESS_EXIT, Exchange, RequestDone, ResponseDone, ResponseProgress, SkippingReads, Step,
+)
 from .events.ai import build_ai_request, build_ai_response, build_ai_response_missing, build_tool_call_events
 from .events.context import HostContext, ProcessCache
 from .events.correlation import Correlator, stamp
@@ -50,6 +51,7 @@ class _Conn:
     decided: bool = False  # provider (or "not AI") decided from the first request
     # None until its first bytes: True when this process serves the connection (capture.tls_servers)
     serving: Optional[bool] = None
+    last_seq: int = -1  # sequence number of its latest call fed to the tracker
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Pipeline:
         idle_timeout_s: float,
         ignore_connection: Callable[[int, int], None],
         forget_connection: Callable[[int, int], None] = lambda pid, ssl: None,
+        skip_reads: Callable[[int, int, int], None] = lambda pid, ssl, next_seq: None,
         clock: Optional[Clock] = None,
         host: Optional[HostContext] = None,
         processes: Optional[ProcessCache] = None,
@@ -114,6 +117,8 @@ class Pipeline:
         self.ignore_connection = ignore_connection
         # a plain socket's kernel entry outlives a process that exits without close(2)
         self.forget_connection = forget_connection
+        # a connection joined mid-answer: the kernel may stop copying its reads (pid, ssl, next seq)
+        self.skip_reads = skip_reads
         self.clock = clock or Clock()
         self.host = host or HostContext.collect()
         self.processes = processes or ProcessCache()
@@ -176,6 +181,7 @@ class Pipeline:
             conn.serving = self._serves(item)
         # The serving end reads the request: the decoders see every connection as its client does.
         direction = _OTHER_WAY[item.direction] if conn.serving else item.direction
+        conn.last_seq = item.seq
         self._steps(self.tracker.on_data(item.key, direction, item.data, item.ts_ns))
 
     def _serves(self, item: StreamData) -> bool:
@@ -183,7 +189,7 @@ class Pipeline:
         reads (an HTTP/1 request line or the HTTP/2 preface)."""
         if not self.tls_servers or item.direction != "read" or rec.is_plain(item.key[1]):
             return False
-        if not _REQUEST_START.match(item.data):
+        if not starts_a_request(item.data):
             return False
         process, _actor = self.processes.lookup(item.key[0])
         return item.comm in self.tls_servers or bool(process) and process.get("exe") in self.tls_servers
@@ -227,6 +233,13 @@ class Pipeline:
         self.ignore_connection(*key)
         self.stats.ignored_connections += 1
 
+    def _skip_reads(self, key: ConnKey) -> None:
+        """The tracker skips the reads of a connection joined mid-answer: so may the kernel, as
+        long as no call came after the one just fed (the verdict names the next sequence number)."""
+        conn = self.conns.get(key)
+        if conn is not None and conn.last_seq >= 0 and not conn.serving:
+            self.skip_reads(key[0], key[1], conn.last_seq + 1)
+
     def _remote(self, key: ConnKey) -> Optional[Tuple[str, int]]:
         conn = self.conns.get(key)
         if conn is None or conn.fd is None:
@@ -253,6 +266,8 @@ class Pipeline:
                 self._on_progress(step)
             elif isinstance(step, ResponseDone):
                 self._on_response(step.exchange)
+            elif isinstance(step, SkippingReads):
+                self._skip_reads(step.key)
             else:  # Stopped: the tracker no longer decodes it (other protocol, decoder failure)
                 self._stop_capture(step.key)
 
@@ -388,8 +403,6 @@ class Pipeline:
 
 
 _OTHER_WAY = {"read": "write", "write": "read"}
-# The start of a request as a server reads it: an HTTP/1 request line, or the HTTP/2 preface.
-_REQUEST_START = re.compile(rb"(?:[A-Z]{3,10} [^ \r\n]+ HTTP/1\.[01]\r?\n|PRI \* HTTP/2\.0\r\n)")
 
 # What ends an exchange when the client goes away: its connection closes, its process exits.
 _CLIENT_GONE = (CONNECTION_CLOSED, PROCESS_EXIT)

@@ -118,6 +118,7 @@ class Sensor:
             idle_timeout_s=cap["idle_timeout_s"],
             ignore_connection=self.capture.ignore,
             forget_connection=self.capture.forget_connection,
+            skip_reads=self.capture.skip_reads,
             streaming_chunks=cap["streaming_chunks"],
             tls_servers=cap["tls_servers"],
         )

@@ -29,6 +29,7 @@ INSTALLED_BPF_DIR = "/usr/share/oisp-sensor/bpf"
 INIT_PID_NS_INO = 0xEFFFFFFC
 # uids whose lost bytes the kernel counts separately (an LRU map: the totals stay exact beyond it)
 LOST_UIDS = 4096
+VERDICT_IGNORE_ALL = 2 ** 64 - 1  # bpf/emit.h: the `ignored` value that stops every call
 
 
 class CaptureError(RuntimeError):
@@ -242,8 +243,17 @@ class TlsCapture:
 
     def ignore(self, pid: int, ssl: int) -> None:
         """Verdict from user space: this connection is not AI traffic; stop copying its bytes."""
+        self._verdict(pid, ssl, VERDICT_IGNORE_ALL)
+
+    def skip_reads(self, pid: int, ssl: int, next_seq: int) -> None:
+        """Verdict from user space: the connection was joined mid-answer; copy none of its reads
+        until it writes again, as long as `next_seq` is its next sequence number (user space has
+        seen all its calls; bpf/emit.h, admitted)."""
+        self._verdict(pid, ssl, next_seq)
+
+    def _verdict(self, pid: int, ssl: int, value: int) -> None:
         try:
-            self._bpf["ignored"][ConnKey(pid, 0, ssl)] = ctypes.c_uint8(1)
+            self._bpf["ignored"][ConnKey(pid, 0, ssl)] = ctypes.c_uint64(value)
         except Exception:  # map full: the connection stays captured, user space drops it
             log.debug("verdict map full; connection %d/%#x stays captured", pid, ssl)
 

@@ -33,6 +33,7 @@ class StreamData:
     tid: int
     uid: int
     comm: str
+    seq: int = -1  # the call's sequence number on its connection (bpf/emit.h), -1 if unknown
 
 
 @dataclass
@@ -76,7 +77,8 @@ class StreamAssembler:
             # The kernel could not copy the user buffer: count this call as fully seen, lost.
             self._cursors[key].offset = chunk.offset + min(chunk.total - chunk.offset, 16384)
             return out
-        out.append(StreamData(key, chunk.direction, chunk.data, chunk.ts_ns, chunk.tid, chunk.uid, chunk.comm))
+        out.append(StreamData(key, chunk.direction, chunk.data, chunk.ts_ns, chunk.tid, chunk.uid, chunk.comm,
+                              chunk.seq))
         return out
 
     def forget(self, key: ConnKey) -> None:

@@ -3,7 +3,12 @@
 The capture layer feeds TLS plaintext per connection (pid, SSL pointer); each connection gets a
 ProtocolDecoder (decode/protocol.py) that turns it into exchange steps, chosen by its first bytes:
 HTTP/2 (decode/http2.py) after the client preface, or from frames when the sensor joined the
-connection mid-way (counted: http2_joined_midway), HTTP/1.1 (decode/http1_exchanges.py) otherwise. The tracker owns when a connection's decoding ends, and makes sure that no
+connection mid-way (counted: http2_joined_midway), HTTP/1.1 (decode/http1_exchanges.py) otherwise.
+A client's HTTP/1.1 connection that reads before it has written anything was joined mid-response
+(a keep-alive connection opened before the sensor started): what it reads is skipped up to its
+next write, which starts the next exchange (counted: http1_joined_midway; skipped_bytes), and
+a SkippingReads step lets the consumer stop copying those reads. The
+tracker owns when a connection's decoding ends, and makes sure that no
 exchange is lost or left open when it does: every open exchange then gets its ResponseDone,
 partial with the reason:
 
@@ -26,22 +31,35 @@ import logging
 from dataclasses import asdict
 from typing import Dict, List, Optional, Tuple
 
+from .http1 import starts_with_request_line
 from .http1_exchanges import Http1Decoder
-from .http2 import Http2Decoder, sniff
+from .http2 import PREFACE, Http2Decoder, sniff
 from .messages import HttpRequest, HttpResponse
 from .websocket import after_connect, after_upgrade
 from .protocol import (
-    CONNECTION_CLOSED, DECODE_ERROR, IDLE_TIMEOUT, IGNORED, PROCESS_EXIT, ConnectionKey, DecodeStats,
-    ProtocolDecoder, ResponseDone, Step, Stopped, end_exchange,
+    CONNECTION_CLOSED, DECODE_ERROR, IDLE_TIMEOUT, IGNORED, NOT_HTTP1, PROCESS_EXIT, ConnectionKey,
+    DecodeStats, ProtocolDecoder, ResponseDone, SkippingReads, Step, Stopped, end_exchange,
 )
 
 log = logging.getLogger(__name__)
+
+# What a connection joined mid-response may read before its next write: a long answer (an SSE
+# stream of minutes) completes within it; a protocol whose server talks first and whose client
+# never writes (its bytes cost ring bandwidth until then) is given up.
+MIDWAY_SKIP_LIMIT = 64 * 1024 * 1024
+
+
+def starts_a_request(data: bytes) -> bool:
+    """Whether bytes begin as a client's request does: an HTTP/1.x request line, or the HTTP/2
+    preface (the first line of it suffices)."""
+    return data.startswith(PREFACE[:16]) or starts_with_request_line(data)
 
 
 class _Connection:
     def __init__(self, now_ns: int) -> None:
         self.decoder: Optional[ProtocolDecoder] = None  # chosen by the first bytes
         self.head: List[Tuple[str, bytes, int]] = []  # calls held until the protocol is told
+        self.midway_skipped: Optional[int] = None  # bytes read before its first write, once joined mid-way
         self.last_ns = now_ns
 
 
@@ -70,7 +88,9 @@ class ConnectionTracker:
         out: List[Step] = []
         try:
             if conn.decoder is None and not self._choose(key, conn, direction, data, ts_ns, out):
-                return []
+                if (conn.midway_skipped or 0) > MIDWAY_SKIP_LIMIT:
+                    return self._counted(self._stop(key, ts_ns, NOT_HTTP1))
+                return out  # still undecided, or skipping (SkippingReads)
             conn.decoder.feed(direction, data, ts_ns, out)
         except Exception:  # a decoder bug must cost one connection, never the daemon
             log.exception("decoding connection pid=%d ssl=%#x failed; ignoring it", key[0], key[1])
@@ -88,6 +108,8 @@ class ConnectionTracker:
             return []
         out: List[Step] = []
         try:
+            if conn.midway_skipped is not None and conn.decoder is None:
+                return []  # skipping to the next write anyway
             if conn.decoder is None:  # lost bytes before the protocol was told: assume HTTP/1.1
                 self._choose(key, conn, "write", b"", ts_ns, out, force=True)
             conn.decoder.gap(ts_ns, out)
@@ -170,18 +192,42 @@ class ConnectionTracker:
                 out: List[Step], force: bool = False) -> bool:
         """Pick the connection's protocol from its first bytes (held, a few bytes at most, until
         they tell): the HTTP/2 client preface, HTTP/2 frames (joined mid-way), else HTTP/1.1.
-        Feeds the held calls to the new decoder; False while still undecided."""
-        first = b"".join(d for dr, d, _ in conn.head if dr == direction) + data
-        kind = sniff(first, direction) if not force else "http1"
+        Feeds the held calls to the new decoder; False while still undecided (or skipping what a
+        connection joined mid-response reads)."""
+        if conn.midway_skipped is not None and direction == "read" and not conn.head:
+            kind = "http1"  # still the answer joined mid-way: its body may look like anything
+        else:
+            first = b"".join(d for dr, d, _ in conn.head if dr == direction) + data
+            kind = sniff(first, direction) if not force else "http1"
         if kind is None:
             if data:
                 conn.head.append((direction, data, ts_ns))
+            return False
+        if kind == "http1" and self._skip_midway(conn, direction, data):
+            out.append(SkippingReads(key))
             return False
         conn.decoder = self._new_decoder(key, kind)
         head, conn.head = conn.head, []
         for held_direction, held, held_ts in head:
             conn.decoder.feed(held_direction, held, held_ts, out)
         return True
+
+    def _skip_midway(self, conn: _Connection, direction: str, data: bytes) -> bool:
+        """Drop what an HTTP/1.1 client read before its first write: the rest of an answer whose
+        request came before the sensor (a server's end reading a request is not that). Counted.
+        True when the current call was such a read."""
+        lead = next((i for i, (dr, _, _) in enumerate(conn.head) if dr == "write"), len(conn.head))
+        current = direction == "read" and lead == len(conn.head)
+        skipped = b"".join(d for _, d, _ in conn.head[:lead]) + (data if current else b"")
+        if not skipped or starts_a_request(skipped):
+            return False
+        if conn.midway_skipped is None:
+            conn.midway_skipped = 0
+            self.stats.http1_joined_midway += 1
+        conn.midway_skipped += len(skipped)
+        self.stats.skipped_bytes += len(skipped)
+        conn.head = conn.head[lead:]
+        return current
 
     def _new_decoder(self, key: ConnectionKey, kind: str) -> ProtocolDecoder:
         """The decoder for a protocol sniff() told ("h2", "h2_midway", "http1")."""

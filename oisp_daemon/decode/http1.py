@@ -45,6 +45,12 @@ _RESPONSE_START = rb"HTTP/1\.[01] [1-5][0-9][0-9](?: [^\r\n]*)?\r?\n"
 _METHOD_PREFIX = re.compile(_METHOD + rb"\Z")
 _HTTP_PREFIX = b"HTTP/1."
 _H2_PREFACE = b"PRI * HTTP/2.0"
+_REQUEST_START_MATCH = re.compile(_REQUEST_START)
+
+
+def starts_with_request_line(data: bytes) -> bool:
+    """Whether the bytes begin with a whole HTTP/1.x request line."""
+    return _REQUEST_START_MATCH.match(data) is not None
 
 # Longest chunk-size line (with extensions) and longest junk accepted where a chunk's CRLF belongs.
 _MAX_CHUNK_LINE = 4096

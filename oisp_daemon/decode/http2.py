@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .h2_frames import (
-    CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PADDED, PRIORITY_FLAG, PUSH_PROMISE,
+    CONTINUATION, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PADDED, PRIORITY_FLAG, PUSH_PROMISE,
     RST_STREAM, SETTINGS, ACK, DataPiece, Frame, FrameReader, MAX_FRAME_SIZE_LIMIT, plausible_frame_header,
 )
 from .h2_hpack import HpackReader

@@ -41,6 +41,7 @@ IDLE_TIMEOUT = "idle_timeout"
 TOO_MANY_PENDING = "too_many_pending"
 GAP = "gap"
 DECODE_ERROR = "decode_error"  # the decoder failed (a bug): the connection is no longer decoded
+NOT_HTTP1 = "not_http1"  # the bytes are no HTTP/1.x (nor HTTP/2): another protocol
 IGNORED = "ignored"  # the consumer stopped the connection (e.g. it is not AI traffic)
 # Protocol changes: "upgrade" (101), "tunnel" (CONNECT 2xx), "not_http1", "http2_preface" come
 # from the decoder itself (ProtocolDecoder.stopped).
@@ -109,7 +110,15 @@ class Stopped:
     reason: str
 
 
-Step = Union[RequestDone, ResponseProgress, ResponseDone, Stopped]
+@dataclass(frozen=True)
+class SkippingReads:
+    """The tracker skips what this connection reads until it writes again (it was joined
+    mid-answer): the consumer may stop copying its reads until then."""
+
+    key: ConnectionKey
+
+
+Step = Union[RequestDone, ResponseProgress, ResponseDone, Stopped, SkippingReads]
 
 
 def request_done(exchange: Exchange, out: List[Step]) -> None:
@@ -176,6 +185,7 @@ class DecodeStats:
     skipped_bytes: int = 0  # bytes thrown away while resynchronising
     ignored_bytes: int = 0  # bytes of connections not decoded (not AI, other protocol)
     http2_joined_midway: int = 0  # HTTP/2 connections first seen after their start: HPACK state unknown
+    http1_joined_midway: int = 0  # HTTP/1.1 connections first seen mid-answer: skipped to the next request
 
 
 class ProtocolDecoder(ABC):

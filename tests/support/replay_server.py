@@ -18,10 +18,10 @@ itself: ``Content-Length`` for whole bodies (gzip-compressed again when the reco
 the client accepts it), ``Transfer-Encoding: chunked`` with one chunk per SSE event / NDJSON line /
 eventstream message, ``chunk_delay`` apart, so a stream arrives in many TLS records.
 
-A streamed reply can be held back for a live-stream test: ``X-Replay-Hold: <token>`` (letters,
-digits, ``-``/``_``) with ``X-Replay-Hold-After: N`` sends the first N chunks, then waits until the
-file ``release-<token>`` appears next to the request log (ReplayServerProcess.release), at most
-``MAX_HOLD_S``, before it sends the rest.
+A reply can be held back for a live-stream test: ``X-Replay-Hold: <token>`` (letters, digits,
+``-``/``_``) with ``X-Replay-Hold-After: N`` sends the first N chunks of a stream (N bytes of a
+whole body), then waits until the file ``release-<token>`` appears next to the request log
+(ReplayServerProcess.release), at most ``MAX_HOLD_S``, before it sends the rest.
 
 Every request is appended to a JSON-lines log before its response is sent, so a client that has
 its response can rely on the log line being there.
@@ -373,7 +373,8 @@ def _head(reply: Reply, framing: List[Tuple[str, str]]) -> bytes:
 
 @dataclass
 class Hold:
-    """Hold a stream back after `after` chunks until `release` exists (a test says when)."""
+    """Hold a reply back after `after` chunks (bytes of a whole body) until `release` exists (a
+    test says when)."""
 
     after: int
     release: Path
@@ -409,7 +410,12 @@ def send_reply(sock, reply: Reply, gzip_ok: bool, close: bool, chunk_delay: floa
         body = gzip.compress(body, mtime=0)
         framing.append(("Content-Encoding", "gzip"))
     framing.append(("Content-Length", str(len(body))))
-    sock.sendall(_head(reply, framing) + body)
+    if hold is None:
+        sock.sendall(_head(reply, framing) + body)
+        return
+    sock.sendall(_head(reply, framing) + body[:hold.after])
+    hold.wait()
+    sock.sendall(body[hold.after:])
 
 
 # --- server -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from oisp_daemon.decode import http1
 from oisp_daemon.decode.connection import ConnectionTracker
 from oisp_daemon.decode.http1 import MAX_PENDING_RESPONSES
-from oisp_daemon.decode.protocol import RequestDone, ResponseDone, Stopped
+from oisp_daemon.decode.protocol import RequestDone, ResponseDone, SkippingReads, Stopped
 from oisp_daemon.decode.sse import parse_sse
 from tests.support.paths import FIXTURES_DIR
 
@@ -95,8 +95,83 @@ def test_interim_continue_is_not_paired(tracker):
 
 
 def test_orphan_response_is_dropped_and_counted(tracker):
-    assert tracker.on_data(KEY, "read", ok(b"who asked?"), 1) == []
+    tracker.on_data(KEY, "write", get("/a"), 1)
+    tracker.on_data(KEY, "read", ok(b"A"), 2)
+    assert tracker.on_data(KEY, "read", ok(b"who asked?"), 3) == []
     assert tracker.stats.orphan_responses == 1
+
+
+# -- joined mid-way: the sensor started while a keep-alive connection was answering -------------
+
+SSE_TAIL = b'a1\r\ndata: {"choices": [{"delta": {"content": "lo"}}]}\r\n\r\n\r\n'
+
+
+@pytest.mark.parametrize("first", [SSE_TAIL, ok(b"who asked?"), b"x"], ids=["body", "response", "byte"])
+def test_a_connection_that_reads_first_is_skipped_to_its_next_request(tracker, first):
+    assert tracker.on_data(KEY, "read", first, 1) == [SkippingReads(KEY)]  # the kernel may skip them too
+    assert tracker.on_data(KEY, "read", b"0\r\n\r\n", 2) == [SkippingReads(KEY)]
+    assert pairs(tracker.on_data(KEY, "write", get("/next"), 3)) == [("/next", None)]
+    assert pairs(tracker.on_data(KEY, "read", ok(b"N"), 4)) == [("/next", b"N")]
+    assert tracker.stats.http1_joined_midway == 1 and tracker.stats.orphan_responses == 0
+    assert tracker.stats.skipped_bytes == len(first) + 5 and tracker.stats.stopped_connections == 0
+
+
+def test_reads_held_as_a_possible_http2_frame_are_skipped_at_the_next_request(tracker):
+    assert tracker.on_data(KEY, "read", b"\x00", 1) == []  # 1 byte: an HTTP/2 frame header, perhaps
+    assert tracker.on_data(KEY, "read", b"0\r\n\r\n", 2) == []
+    assert pairs(tracker.on_data(KEY, "write", get("/next"), 3)) == [("/next", None)]
+    assert pairs(tracker.on_data(KEY, "read", ok(b"N"), 4)) == [("/next", b"N")]
+    assert tracker.stats.http1_joined_midway == 1 and tracker.stats.skipped_bytes == 6
+
+
+def test_the_next_request_of_a_connection_joined_midway_may_come_in_pieces(tracker):
+    tracker.on_data(KEY, "read", SSE_TAIL, 1)
+    request = post("/v1/chat/completions", b'{"model": "m"}')
+    out = []
+    for at in range(len(request)):
+        out += tracker.on_data(KEY, "write", request[at:at + 1], 2 + at)
+    assert pairs(out) == [("/v1/chat/completions", None)]
+    assert out[0].exchange.request.body == b'{"model": "m"}'
+
+
+def test_a_body_joined_midway_that_looks_like_http2_frames_stays_skipped(tracker):
+    tracker.on_data(KEY, "read", SSE_TAIL, 1)
+    assert tracker.on_data(KEY, "read", b"\x00\x00\x00\x04\x01\x00\x00\x00\x00", 2) == [SkippingReads(KEY)]
+    assert tracker.stats.http2_joined_midway == 0
+    assert pairs(tracker.on_data(KEY, "write", get("/next"), 3)) == [("/next", None)]
+
+
+def test_a_gap_while_skipping_keeps_skipping(tracker):
+    tracker.on_data(KEY, "read", SSE_TAIL, 1)
+    assert tracker.on_gap(KEY, 2) == []
+    assert tracker.on_data(KEY, "read", SSE_TAIL, 3) == [SkippingReads(KEY)]
+    assert pairs(tracker.on_data(KEY, "write", get("/next"), 4)) == [("/next", None)]
+
+
+def test_a_connection_joined_midway_whose_first_write_is_no_request_stops(tracker):
+    tracker.on_data(KEY, "read", b"* OK IMAP4rev1 ready\r\n", 1)
+    out = tracker.on_data(KEY, "write", b"a1 LOGIN user pass\r\n", 2)
+    assert out == [Stopped(KEY, "not_http1")]
+
+
+def test_a_connection_joined_midway_that_never_writes_is_given_up(tracker, monkeypatch):
+    from oisp_daemon.decode import connection
+
+    monkeypatch.setattr(connection, "MIDWAY_SKIP_LIMIT", 100)
+    assert tracker.on_data(KEY, "read", b"y" * 100, 1) == [SkippingReads(KEY)]
+    assert tracker.on_data(KEY, "read", b"y", 2) == [Stopped(KEY, "not_http1")]
+    assert tracker.connection_count() == 0
+
+
+def test_a_server_reading_a_request_is_not_taken_for_a_client_joined_midway(tracker):
+    out = tracker.on_data(KEY, "read", get("/served"), 1)
+    assert out == [Stopped(KEY, "not_http1")] and tracker.stats.http1_joined_midway == 0
+
+
+def test_http2_frames_read_first_still_join_http2(tracker):
+    settings_ack = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+    assert tracker.on_data(KEY, "read", settings_ack, 1) == []
+    assert tracker.stats.http2_joined_midway == 1 and tracker.stats.http1_joined_midway == 0
 
 
 def test_response_that_began_before_the_request_is_an_orphan(tracker):

@@ -75,14 +75,15 @@ def events() -> List[Dict[str, Any]]:
 @pytest.fixture
 def kernel() -> Dict[str, List[Tuple[int, int]]]:
     """What the pipeline asked of the kernel side: verdicts and forgotten connections."""
-    return {"ignored": [], "forgotten": []}
+    return {"ignored": [], "forgotten": [], "skipped": []}
 
 
 def make_pipeline(events, kernel, tmp_path, provider_hosts=None) -> Pipeline:
     host = HostContext(hostname="test", os="linux", arch="x86_64", kernel_version="6.18")
     return Pipeline(emit=events.append, provider_hosts=provider_hosts or {}, max_message_bytes=1 << 20,
                     idle_timeout_s=30, ignore_connection=lambda pid, ssl: kernel["ignored"].append((pid, ssl)),
-                    forget_connection=lambda pid, ssl: kernel["forgotten"].append((pid, ssl)), host=host,
+                    forget_connection=lambda pid, ssl: kernel["forgotten"].append((pid, ssl)),
+                    skip_reads=lambda pid, ssl, next_seq: kernel["skipped"].append((pid, ssl, next_seq)), host=host,
                     processes=ProcessCache(proc_root=str(tmp_path)))
 
 
@@ -198,3 +199,22 @@ def test_a_process_exit_forgets_its_plain_connections_in_the_kernel(sockets, ker
 def test_plain_identities_never_look_like_pointers():
     assert rec.is_plain(PLAIN[1]) and not rec.is_plain(TLS[1])
     assert not rec.is_plain((1 << 47) - 1)  # the highest x86-64 user address
+
+
+def test_a_connection_open_before_the_sensor_and_joined_mid_answer(sockets, events, kernel):
+    """Seeded from /proc (no connect seen) while an answer was coming: the rest of it is skipped,
+    the kernel asked to skip such reads while it has sent nothing unseen, and the next exchange
+    is decoded whole."""
+    old, fx = load_fixture("ollama-apichat-stream-001"), load_fixture("ollama-apichat-002")
+    for part in response_parts(old)[2:]:
+        sockets.call("read", part)
+    skipped = len(response_parts(old)) - 2
+    assert kernel["skipped"] == [(PID, PLAIN[1], seq + 1) for seq in range(skipped)] and events == []
+    sockets.call("write", request_bytes(fx))
+    for part in response_parts(fx):
+        sockets.call("read", part)
+    (request,), (response,) = by_type(events, "ai.request"), by_type(events, "ai.response")
+    assert request["data"]["provider"] == {"name": "ollama", "endpoint": "http://127.0.0.1:11434" + fx.path}
+    assert response["data"]["usage"]["completion_tokens"] == fx.expect["output_tokens"]
+    assert len(kernel["skipped"]) == skipped and kernel["ignored"] == []
+    assert sockets.pipeline.counters()["http1_joined_midway"] == 1
