@@ -19,7 +19,9 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+from .records import PLAIN_TAG
 
 log = logging.getLogger(__name__)
 
@@ -254,43 +256,70 @@ def attach(bpf: Any, tracepoint_type: int, config: PlainHttpConfig) -> None:
         cont = bpf.load_func(CONTINUE_FN, tracepoint_type)
         bpf["sockets_continue"][ctypes.c_int(0)] = ctypes.c_int(cont.fd)
         write_maps(bpf, config)
+        # before the tracepoints: no program writes the maps yet (see write_connections)
+        connections = write_connections(bpf, existing_connections(config))
         for tracepoint, fn_name in probes:
             bpf.attach_tracepoint(tp=tracepoint, fn_name=fn_name)
     except Exception as exc:  # bcc raises bare Exception
         raise PlainHttpUnavailable(f"loading the socket programs failed: {exc}") from exc
     listeners = write_listeners(bpf, existing_listeners(config)) if config.server_side else 0
-    log.info("plain HTTP: %d destinations (%s)%s", len(config.destinations),
+    log.info("plain HTTP: %d destinations (%s); %d connections already open%s", len(config.destinations),
              ", ".join(str(d) for d in config.destinations[:8]) + (", ..." if len(config.destinations) > 8 else ""),
-             f"; server side on, {listeners} listeners already running" if config.server_side else "")
+             connections, f"; server side on, {listeners} listeners already running" if config.server_side else "")
 
 
-# -- listeners that existed before the sensor (server side) --------------------------------------
+# -- sockets that existed before the sensor -------------------------------------------------------
 
+_TCP_ESTABLISHED = "01"
 _TCP_LISTEN = "0A"
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
-def _proc_net_listeners(proc: str, config: PlainHttpConfig) -> Set[int]:
-    """Socket inodes of TCP listeners bound to a tracked destination or to the wildcard address
-    on a tracked port (/proc/net/tcp and tcp6)."""
-    inodes: Set[int] = set()
+@dataclass(frozen=True)
+class ProcSocket:
+    """One line of /proc/net/tcp or tcp6."""
+
+    state: str  # "01" established, "0A" listening, ...
+    local: Tuple[Address, int]
+    remote: Tuple[Address, int]
+    inode: int
+
+
+def _proc_net_tcp(proc: str) -> Iterator[ProcSocket]:
+    """The TCP sockets of the reader's network namespace (/proc/net/tcp and tcp6); lines that
+    cannot be read are skipped."""
     for name, v6 in (("tcp", False), ("tcp6", True)):
         try:
-            with open(os.path.join(proc, "net", name), encoding="ascii") as fh:
+            with open(os.path.join(proc, "net", name), encoding="ascii", errors="replace") as fh:
                 lines = fh.readlines()[1:]
         except OSError:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+            if len(fields) < 10 or not fields[9].isdigit():
                 continue
-            addr_hex, _, port_hex = fields[1].partition(":")
-            address = _proc_address(addr_hex, v6)
-            if address is not None and _listens_on_set(address, int(port_hex, 16), config):
-                inodes.add(int(fields[9]))
-    return inodes
+            local, remote = _proc_endpoint(fields[1], v6), _proc_endpoint(fields[2], v6)
+            if local is not None and remote is not None:
+                yield ProcSocket(fields[3], local, remote, int(fields[9]))
 
 
-def _proc_address(hex_text: str, v6: bool) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+def _proc_endpoint(text: str, v6: bool) -> Optional[Tuple[Address, int]]:
+    addr_hex, _, port_hex = text.partition(":")
+    address = _proc_address(addr_hex, v6)
+    try:
+        port = int(port_hex, 16)
+    except ValueError:
+        return None
+    return None if address is None else (address, port)
+
+
+def _proc_net_listeners(proc: str, config: PlainHttpConfig) -> Set[int]:
+    """Socket inodes of TCP listeners bound to a tracked destination or to the wildcard address
+    on a tracked port."""
+    return {s.inode for s in _proc_net_tcp(proc) if s.state == _TCP_LISTEN and _listens_on_set(*s.local, config)}
+
+
+def _proc_address(hex_text: str, v6: bool) -> Optional[Address]:
     try:
         raw = bytes.fromhex(hex_text)
     except ValueError:
@@ -305,19 +334,36 @@ def _proc_address(hex_text: str, v6: bool) -> Optional[Union[ipaddress.IPv4Addre
     return None
 
 
-def _listens_on_set(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address], port: int, config: PlainHttpConfig) -> bool:
-    if port not in config.ports:
-        return False
-    if address.is_unspecified:
-        return True
+def _in_set(address: Address, port: int, config: PlainHttpConfig) -> bool:
     return any(d.port == port and address.version == d.network.version and address in d.network for d in config.destinations)
 
 
-def existing_listeners(config: PlainHttpConfig, proc: str = "/proc") -> List[Tuple[int, int]]:
-    """(pid, fd) of every listening socket on the tracked set, from /proc: servers started before
-    the sensor. Processes that go away meanwhile are skipped."""
-    inodes = _proc_net_listeners(proc, config)
-    if not inodes:
+def _listens_on_set(address: Address, port: int, config: PlainHttpConfig) -> bool:
+    if port not in config.ports:
+        return False
+    return address.is_unspecified or _in_set(address, port, config)
+
+
+def _proc_net_connections(proc: str, config: PlainHttpConfig) -> Dict[int, bool]:
+    """Established TCP connections the kernel would track had it seen them begin: socket inode ->
+    whether it is the accepting end (its own address is in the set, with the server side on)
+    rather than the connecting one (its peer's address is)."""
+    found: Dict[int, bool] = {}
+    for s in _proc_net_tcp(proc):
+        if s.state != _TCP_ESTABLISHED:
+            continue
+        if _in_set(*s.remote, config):
+            found[s.inode] = False
+        elif config.server_side and _in_set(*s.local, config):
+            found[s.inode] = True
+    return found
+
+
+def _socket_fds(proc: str, inodes: Iterable[int]) -> List[Tuple[int, int, int]]:
+    """(pid, fd, inode) of every descriptor of a process that holds one of the sockets. Processes
+    that go away meanwhile are skipped."""
+    wanted = set(inodes)
+    if not wanted:
         return []
     found = []
     for pid_text in os.listdir(proc):
@@ -333,9 +379,52 @@ def existing_listeners(config: PlainHttpConfig, proc: str = "/proc") -> List[Tup
                 target = os.readlink(os.path.join(fd_dir, fd_text))
             except OSError:
                 continue
-            if target.startswith("socket:[") and int(target[8:-1]) in inodes:
-                found.append((int(pid_text), int(fd_text)))
+            if target.startswith("socket:[") and target[8:-1].isdigit() and int(target[8:-1]) in wanted:
+                found.append((int(pid_text), int(fd_text), int(target[8:-1])))
     return found
+
+
+def existing_listeners(config: PlainHttpConfig, proc: str = "/proc") -> List[Tuple[int, int]]:
+    """(pid, fd) of every listening socket on the tracked set, from /proc: servers started before
+    the sensor. Processes that go away meanwhile are skipped."""
+    return [(pid, fd) for pid, fd, _ in _socket_fds(proc, _proc_net_listeners(proc, config))]
+
+
+def existing_connections(config: PlainHttpConfig, proc: str = "/proc") -> List[Tuple[int, int, bool]]:
+    """(pid, fd, accepting end?) of every connection on the tracked set that is open already: a
+    client's keep-alive connection to a model server it opened before the sensor started."""
+    ends = _proc_net_connections(proc, config)
+    return [(pid, fd, ends[inode]) for pid, fd, inode in _socket_fds(proc, ends)]
+
+
+def write_connections(bpf: Any, connections: Iterable[Tuple[int, int, bool]]) -> int:
+    """Track open connections as if their connect or accept had been seen: (pid, fd) entries with
+    connection numbers from 0, the pids' bits, and the kernel's next number after them. Only
+    before the socket programs are attached: user space cannot set a bit of `sockets_pids`
+    while the kernel may set another bit of the same word. How many were written."""
+    import ctypes
+
+    fds, pids = bpf["sockets_fds"], bpf["sockets_pids"]
+    bits: Dict[int, int] = {}
+    count = 0
+    for pid, fd, server in connections:
+        k = fds.Key()
+        k.pid, k.fd = pid, fd
+        v = fds.Leaf()
+        v.id = PLAIN_TAG | (count & 0x7FFFFFFF) << 32 | fd
+        v.server = 1 if server else 0
+        try:
+            fds[k] = v
+        except Exception:  # map full: that connection is not seen
+            log.warning("plain HTTP connection map full; pid %d fd %d not tracked", pid, fd)
+            break
+        if pid >> 6 < pids.max_entries:  # beyond the bit array the kernel looks every pid up
+            bits[pid >> 6] = bits.get(pid >> 6, 0) | 1 << (pid & 63)
+        count += 1
+    for word, value in bits.items():
+        pids[ctypes.c_int(word)] = ctypes.c_uint64(pids[ctypes.c_int(word)].value | value)
+    bpf["sockets_next_id"][ctypes.c_int(0)] = ctypes.c_uint64(count)
+    return count
 
 
 def write_listeners(bpf: Any, listeners: Iterable[Tuple[int, int]]) -> int:

@@ -7,7 +7,10 @@ Modes:
 - ``syscalls``: the raw HTTP/1.1 request written and the answer read with one chosen family of
   socket calls (send/recv, write/read, writev/readv, sendmsg/recvmsg), so that each kernel path
   the sensor reads is driven by a real program;
-- ``garbage``: bytes that are not HTTP, then a real request on a second connection.
+- ``garbage``: bytes that are not HTTP, then a real request on a second connection;
+- ``keepalive``: http.client opens a keep-alive connection with a non-AI GET, prints
+  ``{"connected": ...}`` and waits for a line on stdin (the test starts a sensor then), then sends
+  the recorded request on the same connection.
 
 Usage: plain_http_client.py MODE --fixture NAME --url http://127.0.0.1:11434 [--calls writev]
 """
@@ -124,9 +127,29 @@ def garbage(fixture: Fixture, url: str) -> Dict[str, Any]:
     return dict(syscalls(fixture, url, "send"), garbage=True)
 
 
+def keepalive(fixture: Fixture, url: str) -> Dict[str, Any]:
+    import http.client
+    import json
+    import sys
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+    conn.request("GET", "/big?bytes=16")
+    conn.getresponse().read()
+    local = conn.sock.getsockname()
+    print(json.dumps({"connected": local[1]}), flush=True)
+    sys.stdin.readline()
+    headers = {k: v for k, v in header_items(fixture.request_headers) if k.lower() not in FRAMING}
+    conn.request(fixture.method, fixture.target, body=fixture.request_body, headers=dict(headers, **{"X-Fixture": fixture.name}))
+    answer = conn.getresponse()
+    data = answer.read()
+    same = conn.sock is not None and conn.sock.getsockname() == local
+    return {"status": answer.status, "bytes": len(data), "same_connection": same}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("ollama", "openai", "syscalls", "garbage"))
+    parser.add_argument("mode", choices=("ollama", "openai", "syscalls", "garbage", "keepalive"))
     parser.add_argument("--fixture", required=True)
     parser.add_argument("--url", required=True, help="the server's origin, http://host:port")
     parser.add_argument("--calls", default="send", choices=("send", "write", "writev", "sendmsg"))
@@ -138,6 +161,8 @@ def main() -> None:
         summary = openai_sdk(fixture, args.url)
     elif args.mode == "syscalls":
         summary = syscalls(fixture, args.url, args.calls)
+    elif args.mode == "keepalive":
+        summary = keepalive(fixture, args.url)
     else:
         summary = garbage(fixture, args.url)
     emit(dict(summary, pid=os.getpid()))

@@ -190,3 +190,34 @@ def test_garbage_on_a_tracked_socket_keeps_the_pipeline_running(sensor, ollama_s
     request, response, tools = exchange(sensor, result.pid, fx)
     check_against_recording(fx, request, response, tools, result.pid, credential=False)
     assert sensor.proc.poll() is None
+
+
+def test_a_connection_opened_before_the_sensor_started_is_recorded(ollama_server, tmp_path):
+    """A client's keep-alive connection to Ollama that is open when a sensor starts: found in
+    /proc at start-up, its next exchange is recorded."""
+    from tests.integration.conftest import start_sensor
+
+    fx = FIXTURES["ollama-apichat-002"]
+    client = subprocess.Popen(clients.python_client("plain_http_client.py", "keepalive", "--fixture", fx.name,
+                                                    "--url", OLLAMA_URL),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=str(REPO_ROOT))
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        line = client.stdout.readline()
+        assert '"connected"' in line, line + client.stderr.read()
+        own = start_sensor(tmp_path)
+        try:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            result = clients.finish_client(client)
+            assert result.check()["same_connection"] is True
+            request, response, tools = exchange(own, client.pid, fx)
+            check_against_recording(fx, request, response, tools, client.pid, credential=False)
+            check_plaintext(own.events_of(client.pid), OLLAMA_URL, fx)
+        finally:
+            assert own.stop() == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()

@@ -101,3 +101,48 @@ def test_a_wildcard_listener_counts_for_its_port():
 def test_proc_net_addresses_are_decoded_word_by_word(text, v6, expected):
     found = plain_http._proc_address(text, v6)
     assert (str(found) if found is not None else None) == expected
+
+
+# -- connections open before the sensor ------------------------------------------------------------
+
+@pytest.fixture
+def connected(listener):
+    """A real loopback connection of this process to `listener`: (client socket, accepted socket)."""
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    yield client, accepted
+    client.close()
+    accepted.close()
+
+
+def only(port: int, server_side: bool = False, where: str = "127.0.0.1") -> plain_http.PlainHttpConfig:
+    return plain_http.from_config({"plain_http": ["%s:%d" % (where, port)], "plain_http_defaults": False,
+                                   "plain_http_server": server_side})
+
+
+def test_an_open_connection_to_the_set_is_found_as_its_client_end(listener, connected):
+    client, accepted = connected
+    found = plain_http.existing_connections(only(listener.getsockname()[1]))
+    assert (os.getpid(), client.fileno(), False) in found
+    assert not [f for f in found if f[1] == accepted.fileno()], "the accepting end only with the server side on"
+
+
+def test_with_the_server_side_on_the_accepting_end_is_found_too(listener, connected):
+    client, accepted = connected
+    found = plain_http.existing_connections(only(listener.getsockname()[1], server_side=True))
+    assert (os.getpid(), client.fileno(), False) in found and (os.getpid(), accepted.fileno(), True) in found
+    assert not [f for f in found if f[1] == listener.fileno()], "a listener is no connection"
+
+
+def test_connections_outside_the_set_are_not_found(listener, connected):
+    assert plain_http.existing_connections(only(listener.getsockname()[1], True, "10.0.0.0/8")) == []
+    assert plain_http.existing_connections(only(listener.getsockname()[1] ^ 1, True)) == []
+
+
+def test_unreadable_proc_net_lines_are_skipped(tmp_path):
+    (tmp_path / "net").mkdir()
+    good = "   0: 0100007F:2CAA 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000 0 4242 1"
+    (tmp_path / "net" / "tcp").write_text("header\n" + good + "\n  1: garbage\n  2: ZZ:1 0100007F:xx 01 a b c d e f\n")
+    (tmp_path / "net" / "tcp6").write_bytes(b"header\n\xff\xfe\n")
+    sockets = list(plain_http._proc_net_tcp(str(tmp_path)))
+    assert [(s.state, s.local[1], s.remote[1], s.inode) for s in sockets] == [("01", 0x2CAA, 0xD431, 4242)]
