@@ -142,7 +142,8 @@ class Discovery:
     def notify(self, pid: int) -> None:
         """(poller thread) A process exec'd or mapped a file executable: look at it soon. A
         process start maps a dozen libraries at once; one read of its maps sees them all, so a
-        pid already waiting is not queued again. Files never seen before are opened at once."""
+        pid already waiting is not queued again. Files never seen before, or released since, are
+        opened at once."""
         self._hold_new_files(pid)
         with self._pending_lock:
             if pid in self._pending:
@@ -162,8 +163,9 @@ class Discovery:
         except OSError:
             return
         for mapped in parse_maps(text):
-            if not mapped.executable or mapped.key in self._known:
-                continue
+            known = self._known.get(mapped.key)
+            if not mapped.executable or known is not None and (known.identity is None or known.identity in self._covered):
+                continue  # not TLS, or probed; a file released since it was probed is held again
             with self._pending_lock:
                 if mapped.key in self._held:
                     continue

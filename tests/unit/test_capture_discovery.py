@@ -216,3 +216,23 @@ def test_a_file_mapped_by_a_process_gone_before_its_scan_is_probed_for_the_next(
     copies = [t for t in rec.attached if t.shown_path == str(libcopy / "libssl.so.3")]
     assert len(copies) == 1 and copies[0].path.startswith(f"/proc/{os.getpid()}/fd/")
     assert found._held == {}
+
+
+def test_a_released_file_mapped_again_by_a_process_gone_before_its_scan_is_probed_again(libcopy):
+    """A file released after its grace stays known by its path; when the next process to map it
+    is gone before its scan, notify() has still held it, so it is probed again for the run after."""
+    rec = Recorder()
+    found = Discovery(rec.attach, rec.detach)
+    proc = python_with(libcopy)
+    found.scan_pid(proc.pid)
+    proc.kill()
+    proc.wait()
+    found.scan_all(release_after_s=0)
+    [copy] = [t for t in rec.attached if t.shown_path == str(libcopy / "libssl.so.3")]
+    assert copy.identity in rec.detached
+    again = python_with(libcopy)
+    found.notify(again.pid)
+    again.kill()
+    again.wait()
+    found._scan_notified(found._queue.get_nowait())
+    assert [t.identity for t in rec.attached].count(copy.identity) == 2 and found._held == {}
