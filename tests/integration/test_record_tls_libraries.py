@@ -182,17 +182,25 @@ def test_a_chroot_whose_libssl_exists_only_under_proc_pid_root_is_captured(senso
             "--data-binary", "@/body.json", FIXTURE.url]
     copy_with_libraries("/usr/bin/env", root)
     # Every file of the jail is new to the sensor; a first curl gets them found (its own request
-    # may beat the attach), the second (exec'd: the pid the test knows) must be captured.
+    # may beat the attach, which takes from 50 ms to over a second on a busy machine), the second
+    # (exec'd: the pid the test knows) starts once the sensor says it probes the copy, and must be
+    # captured.
+    go = root / "go"
     script = (f"mount -t tmpfs tls {root}/opt/tls && cp {SYSTEM_LIBSSL} {root}/opt/tls/ && "
-              f'chroot {root} "$@" >/dev/null && sleep 1 && exec chroot {root} "$@"')
+              f'chroot {root} "$@" >/dev/null && while [ ! -e {go} ]; do sleep 0.05; done && exec chroot {root} "$@"')
+    probed = "/opt/tls/libssl.so.3 (as /proc/"
+    before = sensor_probes(sensor).count(probed)
     proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *curl],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sensor.wait_for(lambda _: sensor_probes(sensor).count(probed) > before, timeout=30)
+    finally:
+        go.touch()
     out, err = proc.communicate(timeout=60)
     assert out == "200", err
     assert not (root / "opt" / "tls" / "libssl.so.3").exists()
     # one pid all along for the second curl: unshare, sh, chroot, env and curl each exec the next
     check_exchange(sensor, proc.pid)
-    assert "/opt/tls/libssl.so.3 (as /proc/" in sensor_probes(sensor)
 
 
 # -- oisp-sensor tls-scan on the same binaries ---------------------------------------------------
