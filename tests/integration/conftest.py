@@ -6,7 +6,6 @@ tests instead of skipping them: a green CI must mean the eBPF path really ran.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 from tests.integration.daemon import running_daemon, shared_tmpdir
+from tests.support.jsonl import whole_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -57,10 +57,7 @@ class Sensor:
         raise RuntimeError(f"sensor not ready after {timeout}s:\n{''.join(self.log)}")
 
     def events(self) -> List[Dict[str, Any]]:
-        if not self.output.exists():
-            return []
-        with self.output.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.endswith("\n")]
+        return whole_lines(self.output) if self.output.exists() else []
 
     def events_of(self, pid: int) -> List[Dict[str, Any]]:
         return [e for e in self.events() if e.get("process", {}).get("pid") == pid]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from tests.support.hostsns import HostsNamespace
+from tests.support.jsonl import whole_lines
 from tests.support.llm_fixtures import FIXTURES_DIR, load_fixtures
 from tests.support.paths import REPO_ROOT
 from tests.support.tls import SERVER_NAMES, TestPki
@@ -85,8 +86,7 @@ class ReplayServerProcess:
 
     def requests(self) -> List[Dict[str, Any]]:
         """Every request received so far, oldest first (see replay_server.request_record)."""
-        with open(self.log_path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.endswith("\n")]
+        return whole_lines(Path(self.log_path))
 
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> List[Dict[str, Any]]:
         """The request list once it has at least ``count`` entries; AssertionError on timeout."""
