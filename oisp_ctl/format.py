@@ -287,9 +287,22 @@ def _probe_line(probe: Any) -> str:
 
 def _value(value: Any) -> str:
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value) or "none"
+        return ", ".join(_nested(v) for v in value) or "none"
     if isinstance(value, dict):
-        return ", ".join("%s=%s" % kv for kv in sorted(value.items())) or "none"
+        return ", ".join("%s=%s" % (k, _nested(v)) for k, v in sorted(value.items())) or "none"
+    return "-" if value is None else str(value)
+
+
+def _nested(value: Any) -> str:
+    """A value inside a status value (a counter per uid or per CPU) in the same key=value form,
+    grouped, rather than as a Python repr; in the daemon's order (it lists the uids that lost most
+    first)."""
+    if isinstance(value, (list, dict)) and not value:
+        return "none"
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(_nested(v) for v in value)
+    if isinstance(value, dict):
+        return "(%s)" % ", ".join("%s=%s" % (k, _nested(v)) for k, v in value.items())
     return "-" if value is None else str(value)
 
 

@@ -158,6 +158,14 @@ def test_status_shows_known_keys_in_order_and_probes():
     assert lines[-1] == "  /lib/libssl.so.3 (origin ldconfig, 2 symbols)"
 
 
+def test_status_shows_nested_counters_as_grouped_key_values():
+    text = format_status({"counters": {"lost_by_uid": {"65534": {"bytes": 9, "records": 1},
+                                                       "0": {"bytes": 4, "records": 2}},
+                                       "lost_bytes_per_cpu": [13, 0], "events": 3, "queue_dropped_by_uid": {}}})
+    assert text == ("counters:       events=3, lost_by_uid=(65534=(bytes=9, records=1), 0=(bytes=4, records=2)), "
+                    "lost_bytes_per_cpu=[13, 0], queue_dropped_by_uid=none")
+
+
 def test_sessions_table():
     text = format_sessions([{"name": "demo", "owner_uid": 1000, "events": 12, "redaction": "safe",
                              "created": "2025-12-22T20:15:05Z", "filters": {"types": ["ai.*"]},
