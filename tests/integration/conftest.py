@@ -169,6 +169,23 @@ def module_hosts(module_server, tmp_path_factory: pytest.TempPathFactory):
     return module_server.hosts_namespace(tmp_path_factory.mktemp("hosts"))
 
 
+@pytest.fixture(scope="module")
+def h2_server(test_pki, tmp_path_factory: pytest.TempPathFactory):
+    """A replay that offers h2 and http/1.1 by ALPN, as the providers' front ends do."""
+    from tests.support.replay_process import start_replay_server
+
+    server = start_replay_server(test_pki, tmp_path_factory.mktemp("h2-replay"), module="tests.support.h2_replay_server")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def h2_hosts(h2_server, tmp_path_factory: pytest.TempPathFactory):
+    return h2_server.hosts_namespace(tmp_path_factory.mktemp("h2-hosts"))
+
+
 # A real `oisp-sensor run` per test (tests/integration/daemon.py), with a replay server, CA and
 # hosts namespace in directories every uid can read (its clients run as other users too).
 @pytest.fixture(scope="module")

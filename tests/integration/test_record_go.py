@@ -3,8 +3,8 @@
 Built twice, with symbols and stripped (`-ldflags=-s -w`): both must give the ai.request /
 ai.response pair of a recorded OpenAI exchange (model, usage, text), found through .gopclntab,
 and `oisp-sensor tls-scan` must say so. The stripped build is also recorded with no
-configuration (process discovery), and with a 1 MiB answer.
-The client speaks HTTP/1.1 (an HTTP/2 variant belongs with the HTTP/2 decoder).
+configuration (process discovery), with a 1 MiB answer, and over HTTP/2 (net/http's bundled
+client, against the replay that offers h2 by ALPN).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Dict
 import pytest
 
 from tests.clients.client_common import OPENAI_TEST_KEY
+from tests.integration.test_record_http2 import alpn_of
 from tests.support import clients, go_build
 from tests.support.llm_fixtures import load_fixture
 from tests.support.oisp_schema import assert_valid_event
@@ -53,26 +54,42 @@ def go_sensor(go_clients, tmp_path_factory: pytest.TempPathFactory):
     assert code == 0 and "Traceback" not in log, log
 
 
-def run_go_client(binary: Path, hosts, ca_file: Path, fixture: str):
+def run_go_client(binary: Path, hosts, ca_file: Path, fixture: str, http2: bool = False):
     fx = load_fixture(fixture)
     argv = [str(binary), "-url", fx.url, "-body", fx.request_body.decode("utf-8"),
             "-header", "Authorization: Bearer " + OPENAI_TEST_KEY, "-header", "X-Fixture: " + fixture]
+    argv += ["-http2"] if http2 else []
     return fx, clients.run_client(hosts, argv, env={"SSL_CERT_FILE": str(ca_file), "PATH": "/usr/bin:/bin"})
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_go_client_exchange_is_recorded(variant, go_clients, go_sensor, module_hosts, test_pki):
     fx, result = run_go_client(go_clients[variant], module_hosts, test_pki.ca_file, FIXTURE)
+    check_go_exchange(fx, result, go_sensor, go_clients[variant])
+
+
+def test_stripped_go_client_over_http2_is_recorded(go_clients, go_sensor, h2_server, h2_hosts, test_pki):
+    """The same crypto/tls probes carry net/http's HTTP/2 frames (its own HPACK, its own window
+    updates) to the HTTP/2 decoder; the client exits unless the answer came in HTTP/2."""
+    before = len(h2_server.requests())
+    fx, result = run_go_client(go_clients["stripped"], h2_hosts, test_pki.ca_file, FIXTURE, http2=True)
+    check_go_exchange(fx, result, go_sensor, go_clients["stripped"])
+    assert alpn_of(h2_server, FIXTURE, before) == "h2"
+
+
+def check_go_exchange(fx, result, sensor, binary: Path) -> None:
+    """The client's answer, and the sensor's ai.request/ai.response pair of it: the recording's
+    model, usage and text, complete, with the key left out."""
     summary = result.check()
     assert summary["status"] == 200 and summary["body"]["model"] == fx.expect["model"]
-    events = go_sensor.wait_for_types(result.pid, ai_request=1, ai_response=1)
+    events = sensor.wait_for_types(result.pid, ai_request=1, ai_response=1)
     requests = [e for e in events if e["event_type"] == "ai.request"]
     responses = [e for e in events if e["event_type"] == "ai.response"]
     assert len(requests) == len(responses) == 1, [e["event_type"] for e in events]
     request, response = requests[0], responses[0]
     for event in (request, response):
         assert_valid_event(event)
-        assert event["process"]["exe"].endswith(go_clients[variant].name)
+        assert event["process"]["exe"].endswith(binary.name)
     req, resp = request["data"], response["data"]
     assert resp["request_id"] == req["request_id"]
     assert req["provider"]["name"] == resp["provider"]["name"] == "openai"

@@ -28,22 +28,6 @@ KEEPALIVE_CALLS = 40
 PLAIN_MODEL = load_fixtures()["openai-chat-001"].expect["model"]  # what the keep-alive calls get
 
 
-@pytest.fixture(scope="module")
-def h2_server(test_pki, tmp_path_factory):
-    from tests.support.replay_process import start_replay_server
-
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("h2-replay"), module="tests.support.h2_replay_server")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def h2_hosts(h2_server, tmp_path_factory):
-    return h2_server.hosts_namespace(tmp_path_factory.mktemp("h2-hosts"))
-
-
 def alpn_of(server, fixture: str, before: int) -> str:
     """The ALPN the client's request came in with (the server logs every request)."""
     (record,) = [r for r in server.requests()[before:] if r["fixture"] == fixture]

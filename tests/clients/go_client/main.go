@@ -1,10 +1,11 @@
 // go_client: the Go net/http client of the tests and of bench/go_overhead.py.
 //
-// It speaks HTTP/1.1 only (TLSNextProto set to an empty map): the sensor's HTTP/2 decoding is
-// tested elsewhere. The CA comes from SSL_CERT_FILE, as crypto/x509 reads it on Linux.
+// It speaks HTTP/1.1 (TLSNextProto set to an empty map), or with -http2 net/http's own HTTP/2
+// (offered by ALPN, and required of the answer). The CA comes from SSL_CERT_FILE, as
+// crypto/x509 reads it on Linux.
 //
 //	go_client -url URL [-body JSON] [-header 'Name: value']... [-n COUNT] [-warmup COUNT]
-//	          [-serve-cert CERT -serve-key KEY]
+//	          [-http2] [-serve-cert CERT -serve-key KEY]
 //
 // One request (POST when -body is given, else GET), repeated COUNT times on one keep-alive
 // connection after -warmup untimed ones (and a pause, so that a sensor's verdict on the
@@ -74,6 +75,7 @@ func main() {
 	flag.Var(&extra, "header", "extra request header 'Name: value' (repeatable)")
 	serveCert := flag.String("serve-cert", "", "serve HTTPS in-process with this certificate (PEM)")
 	serveKey := flag.String("serve-key", "", "the certificate's key (PEM)")
+	http2 := flag.Bool("http2", false, "speak HTTP/2 (net/http's bundled client) instead of HTTP/1.1")
 	flag.Parse()
 	if *serveCert != "" {
 		parsed, err := neturl.Parse(*url)
@@ -84,13 +86,13 @@ func main() {
 		*url = serveLocal(*serveCert, *serveKey) + parsed.RequestURI()
 	}
 
-	client := &http.Client{
-		Timeout: 60 * time.Second,
-		Transport: &http.Transport{
-			TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
-			ForceAttemptHTTP2: false,
-		},
+	transport := &http.Transport{ForceAttemptHTTP2: *http2}
+	wantMajor := 2
+	if !*http2 {
+		transport.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		wantMajor = 1
 	}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: transport}
 	var last []byte
 	status := 0
 	var start time.Time
@@ -135,8 +137,8 @@ func main() {
 			os.Exit(1)
 		}
 		status = resp.StatusCode
-		if resp.ProtoMajor != 1 {
-			fmt.Fprintln(os.Stderr, "not HTTP/1.x:", resp.Proto)
+		if resp.ProtoMajor != wantMajor {
+			fmt.Fprintf(os.Stderr, "answered in %s, not HTTP/%d\n", resp.Proto, wantMajor)
 			os.Exit(1)
 		}
 	}
