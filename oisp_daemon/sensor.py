@@ -59,7 +59,7 @@ class Sensor:
         self._stop_at: Optional[float] = None  # when stop() was asked (monotonic)
         self._abandoned = False
         # processes talking TLS through a library nothing here can read (status, record's end)
-        self.unseen = UnseenTls(self._is_covered, self._unsupported_library)
+        self.unseen = UnseenTls(self._is_covered, self._unsupported_library, tls_ports=cap["unseen_tls_ports"])
 
     # -- set-up -------------------------------------------------------------------------------
 

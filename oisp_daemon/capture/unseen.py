@@ -1,12 +1,11 @@
 """Processes that talk TLS through a library the sensor cannot see, so that the blind spot is
 shown instead of looking like silence.
 
-A connect to a TLS port (443 unless configured) by a process that maps no probed TLS library, or
-whose files include a TLS library the sensor recognises but cannot probe (a scan with
-supported=False, e.g. "rustls, static: not supported"), means its traffic is invisible. Such
-processes are listed with what is known of the library, and counted. The list is bounded (an LRU
-of processes, the oldest exited ones go first) and a process that exited is dropped after a
-while.
+A connect to a TLS port (capture.unseen_tls_ports, 443 by default) by a process that maps no probed
+TLS library, or whose files include a TLS library the sensor recognises but cannot probe (a scan
+with supported=False, e.g. "rustls, static: not supported"), means its traffic is invisible. Such
+processes are listed with what is known of the library, and counted. The list is bounded (an LRU of
+processes, the oldest exited ones go first) and a process that exited is dropped after a while.
 
 Discovery reads a new process's maps on its own thread, so a connect can arrive before the
 process is known to map a probed library: the sensor's is_covered also compares a live process's
@@ -32,7 +31,6 @@ from . import records as rec
 from .discovery import MAX_MAPS_BYTES, parse_maps
 from .elf_image import Identity
 
-DEFAULT_TLS_PORTS = (443,)
 MAX_ENTRIES = 256
 MAX_EXECS = 4096  # exe and comm of recent execs, for a process gone before its connect is read
 MAX_CARRIERS = 4096  # pids whose TLS records arrived since their exec
@@ -104,7 +102,7 @@ class UnseenTls:
         is_covered: IsCovered,
         unsupported_library: UnsupportedLibrary,
         *,
-        tls_ports: Iterable[int] = DEFAULT_TLS_PORTS,
+        tls_ports: Iterable[int],
         max_entries: int = MAX_ENTRIES,
         keep_exited_s: float = KEEP_EXITED_S,
         grace_s: float = GRACE_S,

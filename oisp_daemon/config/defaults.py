@@ -22,6 +22,8 @@ _DEFAULTS: Dict[str, Any] = {
         # Processes serving an AI API over TLS (a LiteLLM proxy, a gateway) whose inbound
         # exchanges are decoded too, by command name or executable path (pipeline.py).
         "tls_servers": [],
+        # Connects to these ports mark a process with no probed TLS library as unseen (unseen.py).
+        "unseen_tls_ports": [443],
     },
     "binary_paths": [],
     "providers": {"hosts": {}},

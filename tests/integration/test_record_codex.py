@@ -81,9 +81,13 @@ def test_codex_exec_is_captured(sensor, module_server, module_hosts, test_pki, t
 # -- blind spots, on a daemon --------------------------------------------------------------
 
 
+# A TLS gateway's port, configured besides 443 (capture.unseen_tls_ports)
+GATEWAY_PORT = 8443
+
+
 @pytest.fixture(scope="module")
 def unseen_daemon() -> Iterator[DaemonProcess]:
-    with running_daemon() as proc:
+    with running_daemon({"capture": {"unseen_tls_ports": [443, GATEWAY_PORT]}}) as proc:
         yield proc
 
 
@@ -114,12 +118,18 @@ def unseen_entries(daemon: DaemonProcess, pid: int, named: bool = False, timeout
         time.sleep(0.5)
 
 
-NO_TLS_CLIENT = "import socket, sys, time; socket.create_connection((sys.argv[1], 443)).close(); time.sleep(60)"
+# Whether anything listens there does not matter: the connect is what is seen.
+NO_TLS_CLIENT = ("import socket, sys, time; socket.socket().connect_ex((sys.argv[1], int(sys.argv[2]))); "
+                 "print('connected', flush=True); time.sleep(60)")
 
 
-def no_tls_client(server) -> "subprocess.Popen[bytes]":
-    """Python without its ssl module (no libssl mapped) connecting to port 443, then waiting."""
-    return subprocess.Popen([sys.executable, "-S", "-c", NO_TLS_CLIENT, server.host])
+def no_tls_client(server, port: int = 443) -> "subprocess.Popen[bytes]":
+    """Python without its ssl module (no libssl mapped) that has connected to `port` (its connect
+    is in the ring before anything started after this returns), then waits."""
+    child = subprocess.Popen([sys.executable, "-S", "-c", NO_TLS_CLIENT, server.host, str(port)],
+                             stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"connected\n"
+    return child
 
 
 def test_codex_that_cannot_be_probed_is_listed_as_unseen(unseen_daemon, blind_codex, server, hosts, pki,
@@ -149,6 +159,20 @@ def test_a_process_with_no_tls_library_connecting_to_443_is_unseen(unseen_daemon
     finally:
         child.kill()
         child.wait()
+
+
+def test_only_the_configured_tls_ports_make_a_process_unseen(unseen_daemon, server) -> None:
+    other = no_tls_client(server, GATEWAY_PORT + 1)
+    gateway = no_tls_client(server, GATEWAY_PORT)
+    try:
+        [entry] = unseen_entries(unseen_daemon, gateway.pid)
+        assert entry["library"] is None and entry["connects"] == 1
+        # verdicts come in connect order, and the other port's client connected first
+        assert other.pid not in [e["pid"] for e in unseen_daemon.ctl_json("status")["unseen_tls"]]
+    finally:
+        for child in (other, gateway):
+            child.kill()
+            child.wait()
 
 
 def test_curl_through_the_system_libssl_is_not_unseen(unseen_daemon, server, hosts, pki) -> None:

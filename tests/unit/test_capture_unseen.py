@@ -50,7 +50,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def unseen(machine: Machine, clock: Clock) -> UnseenTls:
-    return UnseenTls(machine.is_covered, machine.library, monotonic=clock, keep_exited_s=60, max_entries=3)
+    return UnseenTls(machine.is_covered, machine.library, tls_ports=(443,), monotonic=clock, keep_exited_s=60,
+                     max_entries=3)
 
 
 def pids(unseen: UnseenTls) -> List[int]:

@@ -43,6 +43,15 @@ def test_wrong_type_is_named_with_its_key(tmp_path):
         load([bad])
 
 
+def test_unseen_tls_ports_are_443_by_default_and_must_be_ports(tmp_path):
+    assert load([])["capture"]["unseen_tls_ports"] == [443]
+    good = write(tmp_path, "p.yaml", "capture:\n  unseen_tls_ports: [443, 8443]\n")
+    assert load([good])["capture"]["unseen_tls_ports"] == [443, 8443]
+    bad = write(tmp_path, "q.yaml", "capture:\n  unseen_tls_ports: [443, 70000]\n")
+    with pytest.raises(ConfigError, match=r"q\.yaml: capture\.unseen_tls_ports\.1: 70000 is greater than"):
+        load([bad])
+
+
 @pytest.mark.parametrize("text,needle", [("capture: [1, 2\n", "not valid YAML"), ("- a\n- b\n", "top level must be a mapping")])
 def test_broken_yaml_is_a_clear_error(tmp_path, text, needle):
     with pytest.raises(ConfigError, match=needle):
