@@ -286,11 +286,11 @@ def _probe_line(probe: Any) -> str:
 
 
 def _value(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(_nested(v) for v in value) or "none"
+    """A status value: a list or mapping (the counters, sorted by name) without its brackets."""
     if isinstance(value, dict):
-        return ", ".join("%s=%s" % (k, _nested(v)) for k, v in sorted(value.items())) or "none"
-    return "-" if value is None else str(value)
+        value = dict(sorted(value.items()))
+    text = _nested(value)
+    return text[1:-1] if value and isinstance(value, (list, dict)) else text
 
 
 def _nested(value: Any) -> str:
