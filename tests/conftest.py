@@ -29,11 +29,8 @@ def replay_server(test_pki: "TestPki", tmp_path_factory: pytest.TempPathFactory)
     """A replay server process on its own loopback address, port 443; stopped after the test."""
     from tests.support.replay_process import start_replay_server
 
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("replay"))
-    try:
+    with start_replay_server(test_pki, tmp_path_factory.mktemp("replay")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

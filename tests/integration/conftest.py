@@ -157,11 +157,8 @@ def module_server(test_pki, tmp_path_factory: pytest.TempPathFactory):
     """One replay server for a module's many client runs (each test still gets its own pid)."""
     from tests.support.replay_process import start_replay_server
 
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("replay"))
-    try:
+    with start_replay_server(test_pki, tmp_path_factory.mktemp("replay")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -174,11 +171,9 @@ def h2_server(test_pki, tmp_path_factory: pytest.TempPathFactory):
     """A replay that offers h2 and http/1.1 by ALPN, as the providers' front ends do."""
     from tests.support.replay_process import start_replay_server
 
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("h2-replay"), module="tests.support.h2_replay_server")
-    try:
+    with start_replay_server(test_pki, tmp_path_factory.mktemp("h2-replay"),
+                             module="tests.support.h2_replay_server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +195,8 @@ def pki():
 def server(pki):
     from tests.support.replay_process import start_replay_server
 
-    srv = start_replay_server(pki, shared_tmpdir("oisp-replay-"))
-    yield srv
-    srv.stop()
+    with start_replay_server(pki, shared_tmpdir("oisp-replay-")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

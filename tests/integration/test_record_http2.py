@@ -112,13 +112,10 @@ def h2c_server(sensor, test_pki, tmp_path_factory):
     from tests.integration.test_record_plain_http import free_address
     from tests.support.replay_process import start_replay_server
 
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("h2c-replay"), plain=True,
-                                 host=free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT), port=PLAIN_HTTP_PORT,
-                                 module="tests.support.h2_replay_server")
-    try:
+    with start_replay_server(test_pki, tmp_path_factory.mktemp("h2c-replay"), plain=True,
+                             host=free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT), port=PLAIN_HTTP_PORT,
+                             module="tests.support.h2_replay_server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("name", ["openai-chat-001", "openai-chat-stream-002"])

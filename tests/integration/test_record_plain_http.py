@@ -53,19 +53,17 @@ def ollama_server(sensor, test_pki, tmp_path_factory):
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 11434)) == 0:
             pytest.fail("127.0.0.1:11434 is taken (a real Ollama?): the replay needs Ollama's address")
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("plain-ollama"), host="127.0.0.1", port=11434,
-                                 plain=True)
-    yield server
-    server.stop()
+    with start_replay_server(test_pki, tmp_path_factory.mktemp("plain-ollama"), host="127.0.0.1", port=11434,
+                             plain=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def configured_server(sensor, test_pki, tmp_path_factory):
     """A plain replay on the configured capture.plain_http destination (an OpenAI-compatible server)."""
-    server = start_replay_server(test_pki, tmp_path_factory.mktemp("plain-openai"), plain=True,
-                                 host=free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT), port=PLAIN_HTTP_PORT)
-    yield server
-    server.stop()
+    with start_replay_server(test_pki, tmp_path_factory.mktemp("plain-openai"), plain=True,
+                             host=free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT), port=PLAIN_HTTP_PORT) as server:
+        yield server
 
 
 def run(argv: List[str]) -> clients.ClientResult:
@@ -168,13 +166,11 @@ def test_the_accepting_end_is_recorded_too(sensor, ollama_server):
 
 def test_a_server_outside_the_set_is_not_read(sensor, ollama_server, test_pki, tmp_path):
     fx = FIXTURES["ollama-apichat-002"]
-    outside = start_replay_server(test_pki, tmp_path / "outside", plain=True,
-                                  host=free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT + 1), port=PLAIN_HTTP_PORT + 1)
-    try:
+    address = free_address(PLAIN_HTTP_PREFIX, PLAIN_HTTP_PORT + 1)
+    with start_replay_server(test_pki, tmp_path / "outside", plain=True, host=address,
+                             port=PLAIN_HTTP_PORT + 1) as outside:
         unseen = plain_client("ollama", fx.name, "http://%s:%d" % (outside.host, outside.port))
         unseen.check()
-    finally:
-        outside.stop()
     seen = plain_client("ollama", fx.name, OLLAMA_URL)
     exchange(sensor, seen.check()["pid"], fx)
     # records leave the ring in order: the first client's would be there by now
